@@ -1,0 +1,204 @@
+"""Convert sensor_msgs Image / CompressedImage payloads to and from numpy arrays.
+
+Written by hand because cv_bridge and sensor_msgs_py are not available without a full ROS distro; only
+the message *fields* are passed in (encoding, height, width, step, data, is_bigendian), so nothing here
+imports rclpy and everything can be tested with plain bytes.
+
+``data`` may be bytes, bytearray, memoryview, ``array.array('B')`` (what rclpy gives) or a numpy uint8
+array. It is read through ``np.frombuffer`` without an intermediate copy; every returned array is a new,
+writable array that never aliases the message buffer.
+
+Depth follows REP 118: 32FC1 in metres (NaN = invalid) or 16UC1 in millimetres (0 = invalid).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import cv2
+import numpy as np
+
+__all__ = [
+    "DEPTH_ENCODINGS",
+    "SUPPORTED_ENCODINGS",
+    "ImageDecodeError",
+    "colorize_depth",
+    "compressed_to_rgb",
+    "depth_image_to_metres",
+    "depth_to_32fc1",
+    "image_to_rgb",
+]
+
+
+class ImageDecodeError(ValueError):
+    """An image payload cannot be decoded; the message says which encoding/sizes and what was wrong."""
+
+
+# encoding -> (channels, bytes per channel, channel order). 8UC3/8UC1/16UC1 are aliases drivers use.
+_COLOUR_LAYOUTS: dict[str, tuple[int, int, str]] = {
+    "rgb8": (3, 1, "rgb"),
+    "bgr8": (3, 1, "bgr"),
+    "rgba8": (4, 1, "rgba"),
+    "bgra8": (4, 1, "bgra"),
+    "mono8": (1, 1, "mono"),
+    "mono16": (1, 2, "mono"),
+    "8UC3": (3, 1, "bgr"),
+    "8UC1": (1, 1, "mono"),
+    "16UC1": (1, 2, "mono"),
+}
+SUPPORTED_ENCODINGS: tuple[str, ...] = tuple(_COLOUR_LAYOUTS)
+_TO_RGB = {"bgr": cv2.COLOR_BGR2RGB, "rgba": cv2.COLOR_RGBA2RGB, "bgra": cv2.COLOR_BGRA2RGB}
+
+# depth encoding -> numpy kind of one element ("f4": metres, "u2": millimetres)
+_DEPTH_KINDS: dict[str, str] = {"32FC1": "f4", "16UC1": "u2", "mono16": "u2"}
+DEPTH_ENCODINGS: tuple[str, ...] = tuple(_DEPTH_KINDS)
+
+
+def _as_bytes(data: Any) -> np.ndarray:
+    """View any bytes-like payload as a flat uint8 array without copying it."""
+    if isinstance(data, np.ndarray):
+        if data.dtype != np.uint8:
+            raise ImageDecodeError(f"image data must be uint8, got a numpy array of dtype {data.dtype}")
+        return np.ascontiguousarray(data).reshape(-1)
+    try:
+        return np.frombuffer(data, dtype=np.uint8)
+    except TypeError as err:
+        raise ImageDecodeError(f"image data must be bytes-like, got {type(data).__name__}") from err
+
+
+def _pixel_view(
+    encoding: str,
+    height: int,
+    width: int,
+    step: int,
+    data: Any,
+    channels: int,
+    dtype: np.dtype,
+) -> np.ndarray:
+    """Validate the Image fields and return a zero-copy (height, width, channels) view without row padding."""
+    if height <= 0 or width <= 0:
+        raise ImageDecodeError(f"{encoding} image has zero size: height={height}, width={width}")
+    itemsize = dtype.itemsize
+    min_step = width * channels * itemsize
+    if step < min_step:
+        raise ImageDecodeError(
+            f"{encoding} image step {step} is smaller than width * bytes_per_pixel = "
+            f"{width} * {channels * itemsize} = {min_step}"
+        )
+    if step % itemsize:
+        raise ImageDecodeError(
+            f"{encoding} image step {step} is not a multiple of {itemsize}, the size of one element"
+        )
+    buf = _as_bytes(data)
+    needed = step * height
+    if buf.size < needed:
+        raise ImageDecodeError(
+            f"{encoding} image data truncated: {height}x{width} with step {step} needs "
+            f"{needed} bytes, got {buf.size}"
+        )
+    rows = buf[:needed].view(dtype).reshape(height, step // itemsize)
+    return rows[:, : width * channels].reshape(height, width, channels)
+
+
+def image_to_rgb(
+    encoding: str, height: int, width: int, step: int, data: Any, is_bigendian: bool = False
+) -> np.ndarray:
+    """Decode a sensor_msgs/Image payload to a uint8 (height, width, 3) RGB array.
+
+    Alpha is dropped, mono is replicated to three channels, and mono16/16UC1 keeps its high byte
+    (value >> 8) so the full 16-bit range maps onto 0..255.
+    """
+    if encoding not in _COLOUR_LAYOUTS:
+        raise ImageDecodeError(
+            f"unsupported image encoding {encoding!r}; supported: {', '.join(SUPPORTED_ENCODINGS)}"
+        )
+    channels, itemsize, order = _COLOUR_LAYOUTS[encoding]
+    dtype = np.dtype(np.uint8) if itemsize == 1 else np.dtype(">u2" if is_bigendian else "<u2")
+    pixels = _pixel_view(encoding, height, width, step, data, channels, dtype)
+
+    if order == "rgb":
+        return pixels.copy()
+    if order in _TO_RGB:  # cvtColor reads padded rows in place and is several times faster than numpy here
+        return cv2.cvtColor(pixels, _TO_RGB[order])
+    mono = pixels if itemsize == 1 else (pixels >> 8).astype(np.uint8)
+    return np.repeat(mono, 3, axis=2)
+
+
+def compressed_to_rgb(fmt: str, data: Any) -> np.ndarray:
+    """Decode a sensor_msgs/CompressedImage (jpeg or png) to a uint8 (height, width, 3) RGB array.
+
+    ``fmt`` is informational ("jpeg", "png", "rgb8; jpeg compressed bgr8"): OpenCV recognises the
+    codec from the data itself. Grey, 16-bit and alpha images all come back as 8-bit RGB.
+    """
+    if "compresseddepth" in fmt.lower():
+        raise ImageDecodeError(
+            f"CompressedImage format {fmt!r} is a compressedDepth stream (depth, not colour); "
+            "subscribe to the colour image instead"
+        )
+    buf = _as_bytes(data)
+    if buf.size == 0:
+        raise ImageDecodeError(f"CompressedImage data is empty (format {fmt!r})")
+    try:
+        bgr = cv2.imdecode(buf, cv2.IMREAD_COLOR)
+    except cv2.error as err:
+        raise ImageDecodeError(f"OpenCV failed on {buf.size} bytes of {fmt!r} data: {err}") from err
+    if bgr is None:
+        raise ImageDecodeError(
+            f"could not decode {buf.size} bytes of CompressedImage data (format {fmt!r}, "
+            f"first bytes {bytes(buf[:8]).hex()}); expected jpeg or png"
+        )
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def depth_image_to_metres(
+    encoding: str, height: int, width: int, step: int, data: Any, is_bigendian: bool = False
+) -> np.ndarray:
+    """Decode a REP 118 depth image to float32 (height, width) metres with NaN for invalid pixels.
+
+    32FC1 is metres (non-finite or <= 0 -> NaN); 16UC1/mono16 is millimetres (0 -> NaN).
+    """
+    if encoding not in _DEPTH_KINDS:
+        raise ImageDecodeError(
+            f"unsupported depth encoding {encoding!r}; supported: {', '.join(DEPTH_ENCODINGS)}"
+        )
+    kind = _DEPTH_KINDS[encoding]
+    dtype = np.dtype((">" if is_bigendian else "<") + kind)
+    raw = _pixel_view(encoding, height, width, step, data, 1, dtype)[..., 0]
+
+    if kind == "u2":
+        depth = raw.astype(np.float32) / np.float32(1000.0)
+        depth[raw == 0] = np.nan
+        return depth
+    depth = raw.astype(np.float32)  # also converts big-endian to native order
+    with np.errstate(invalid="ignore"):
+        depth[~(np.isfinite(depth) & (depth > 0))] = np.nan
+    return depth
+
+
+def depth_to_32fc1(depth: np.ndarray) -> tuple[str, int, bytes]:
+    """Encode (height, width) metres as a 32FC1 Image payload: (encoding, step, data), little-endian.
+
+    Set the message's ``is_bigendian`` to False.
+    """
+    if depth.ndim != 2:
+        raise ValueError(f"depth must be a 2-D (height, width) array, got shape {depth.shape}")
+    data = np.ascontiguousarray(depth, dtype="<f4").tobytes()
+    return "32FC1", depth.shape[1] * 4, data
+
+
+def colorize_depth(depth: np.ndarray, min_depth: float, max_depth: float) -> np.ndarray:
+    """Render depth (metres) as a bgr8 (height, width, 3) image for viewing.
+
+    Depth is clipped to [min_depth, max_depth] and mapped with the TURBO colour map, near = red (warm),
+    far = blue; NaN and other non-finite pixels are black.
+    """
+    if not (np.isfinite(min_depth) and np.isfinite(max_depth) and max_depth > min_depth):
+        raise ValueError(
+            f"need finite min_depth < max_depth, got min_depth={min_depth}, max_depth={max_depth}"
+        )
+    valid = np.isfinite(depth)
+    scaled = (np.where(valid, depth, max_depth) - min_depth) / (max_depth - min_depth)
+    index = np.rint((1.0 - np.clip(scaled, 0.0, 1.0)) * 255.0).astype(np.uint8)
+    bgr = cv2.applyColorMap(index, cv2.COLORMAP_TURBO)
+    bgr[~valid] = 0
+    return bgr

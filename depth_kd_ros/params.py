@@ -1,0 +1,109 @@
+"""Every parameter of depth_node, declared once: name, default, description, range, read-only.
+
+config/depth.yaml mirrors these defaults (a test keeps the two in step).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+from rcl_interfaces.msg import (
+    FloatingPointRange,
+    IntegerRange,
+    ParameterDescriptor,
+    SetParametersResult,
+)
+from rclpy.node import Node
+from rclpy.parameter import Parameter
+
+
+@dataclass
+class NodeParams:
+    """Current parameter values; the node reads these, never the parameter server, on its hot path."""
+
+    model_path: str = ""
+    device: str = "auto"
+    fp16: bool = False
+    image_transport: str = "raw"
+    input_reliability: str = "best_effort"
+    min_depth: float = 0.0
+    max_depth: float = 0.0
+    metric_rescale: bool = True
+    publish_colored: bool = True
+    points_rgb: bool = False
+    points_decimation: int = 1
+    diagnostics_period: float = 1.0
+
+
+# name -> (description, read_only, range as (lo, hi, step) or allowed strings)
+_SPECS: dict[str, tuple[str, bool, object]] = {
+    "model_path": ("Student checkpoint (.safetensors); empty = the package's default weights.", True, None),
+    "device": ("auto | cpu | cuda | cuda:N. auto uses CUDA when present, else CPU with a warning.", True, None),
+    "fp16": ("Run the network in half precision (CUDA only; ignored on CPU).", True, None),
+    "image_transport": ("raw: subscribe image_raw (Image); compressed: image_raw/compressed.", True,
+                        ("raw", "compressed")),
+    "input_reliability": ("QoS reliability of the image and camera_info subscriptions.", True,
+                          ("best_effort", "reliable")),
+    "min_depth": ("Near clamp in metres; 0 = the model's own range.", False, (0.0, 1000.0, 0.0)),
+    "max_depth": ("Far clamp in metres; 0 = the model's own range.", False, (0.0, 1000.0, 0.0)),
+    "metric_rescale": ("Scale depth by fx_camera / fx_model when CameraInfo is known.", False, None),
+    "publish_colored": ("Advertise depth/colored, a bgr8 colour map for viewing.", True, None),
+    "points_rgb": ("Add packed rgb to depth/points (point_step 32 instead of 16).", False, None),
+    "points_decimation": ("Keep every N-th row and column in depth/points.", False, (1, 16, 1)),
+    "diagnostics_period": ("Seconds between /diagnostics messages.", True, (0.1, 60.0, 0.0)),
+}
+
+
+def _descriptor(name: str) -> ParameterDescriptor:
+    description, read_only, allowed = _SPECS[name]
+    descriptor = ParameterDescriptor(description=description, read_only=read_only)
+    if isinstance(allowed, tuple) and allowed and isinstance(allowed[0], str):
+        descriptor.additional_constraints = "one of: " + ", ".join(allowed)
+    elif isinstance(allowed, tuple) and isinstance(allowed[0], float):
+        descriptor.floating_point_range = [FloatingPointRange(from_value=allowed[0], to_value=allowed[1],
+                                                              step=allowed[2])]
+    elif isinstance(allowed, tuple):
+        descriptor.integer_range = [IntegerRange(from_value=allowed[0], to_value=allowed[1], step=allowed[2])]
+    return descriptor
+
+
+def _check(values: NodeParams) -> str | None:
+    """Why these values are unacceptable, or None. Ranges are enforced by rclpy from the descriptors."""
+    for name, (_, _, allowed) in _SPECS.items():
+        value = getattr(values, name)
+        if isinstance(allowed, tuple) and isinstance(allowed[0], str) and value not in allowed:
+            return f"{name} must be one of {', '.join(allowed)}, got '{value}'"
+    if values.min_depth > 0 and values.max_depth > 0 and values.min_depth >= values.max_depth:
+        return f"min_depth ({values.min_depth}) must be below max_depth ({values.max_depth})"
+    return None
+
+
+def declare_parameters(node: Node) -> NodeParams:
+    """Declare all parameters on `node`, validate them, and keep the returned values current.
+
+    Runtime changes that fail validation are rejected with the reason; read-only ones are rejected by rclpy.
+    Raises ValueError when the start-up values are invalid.
+    """
+    values = NodeParams()
+    for field in fields(NodeParams):
+        declared = node.declare_parameter(field.name, getattr(values, field.name), _descriptor(field.name))
+        setattr(values, field.name, declared.value)
+    problem = _check(values)
+    if problem:
+        raise ValueError(problem)
+
+    def on_set(changes: list[Parameter]) -> SetParametersResult:
+        candidate = NodeParams(**vars(values))
+        for change in changes:
+            if change.name in _SPECS:
+                setattr(candidate, change.name, change.value)
+        reason = _check(candidate)
+        if reason:
+            return SetParametersResult(successful=False, reason=reason)
+        for change in changes:
+            if change.name in _SPECS:
+                setattr(values, change.name, change.value)
+        return SetParametersResult(successful=True)
+
+    node.add_on_set_parameters_callback(on_set)
+    return values

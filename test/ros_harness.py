@@ -1,0 +1,184 @@
+"""Test harness: depth_node as its own process, and a real rclpy peer that feeds it frames over DDS.
+
+No mocks: the peer is an rclpy node in the test process, the node under test is the installed `depth_node`
+executable, and they meet over Fast DDS on this machine only (conftest.py sets the discovery range and a
+private domain id).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+import rclpy
+from builtin_interfaces.msg import Time
+from diagnostic_msgs.msg import DiagnosticArray
+from rclpy.executors import SingleThreadedExecutor
+from rclpy.qos import QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
+from std_msgs.msg import Header
+
+OUTPUTS = {
+    "depth/image": Image,
+    "depth/camera_info": CameraInfo,
+    "depth/points": PointCloud2,
+    "depth/colored": Image,
+}
+
+
+def depth_node_executable() -> str:
+    """The installed console script (venv bin/ next to this Python, else PATH)."""
+    candidate = Path(sys.executable).parent / "depth_node"
+    found = str(candidate) if candidate.exists() else shutil.which("depth_node")
+    if not found:
+        raise RuntimeError("depth_node is not installed: run `make setup` (pip install -e .)")
+    return found
+
+
+class NodeProcess:
+    """`depth_node --ros-args -p k:=v ...` in a subprocess; its log goes to a file the test can read."""
+
+    def __init__(self, params: dict[str, object], log_path: Path, namespace: str = "") -> None:
+        args = [depth_node_executable(), "--ros-args"] + (["-r", f"__ns:={namespace}"] if namespace else [])
+        for key, value in params.items():
+            text = str(value).lower() if isinstance(value, bool) else str(value)
+            args += ["-p", f"{key}:={text}"]
+        self.log_path = log_path
+        self._log = open(log_path, "wb")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(args, stdout=self._log, stderr=subprocess.STDOUT, env=os.environ.copy())
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def stop(self) -> int:
+        if self.alive():
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()
+        return self.proc.returncode
+
+
+def stamp_of(seconds: float) -> Time:
+    sec = int(seconds)
+    return Time(sec=sec, nanosec=int(round((seconds - sec) * 1e9)))
+
+
+def stamp_key(stamp: Time) -> int:
+    return stamp.sec * 1_000_000_000 + stamp.nanosec
+
+
+def make_image(rgb: np.ndarray, stamp: Time, frame_id: str = "camera_optical_frame") -> Image:
+    height, width = rgb.shape[:2]
+    return Image(header=Header(stamp=stamp, frame_id=frame_id), height=height, width=width,
+                 encoding="rgb8", is_bigendian=0, step=width * 3, data=rgb.tobytes())
+
+
+def make_camera_info(width: int, height: int, fx: float, stamp: Time | None = None,
+                     frame_id: str = "camera_optical_frame") -> CameraInfo:
+    cx, cy = (width - 1) / 2.0, (height - 1) / 2.0
+    info = CameraInfo(header=Header(stamp=stamp or Time(), frame_id=frame_id), width=width, height=height,
+                      distortion_model="plumb_bob", d=[0.0] * 5)
+    info.k = [fx, 0.0, cx, 0.0, fx, cy, 0.0, 0.0, 1.0]
+    info.r = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0]
+    info.p = [fx, 0.0, cx, 0.0, 0.0, fx, cy, 0.0, 0.0, 0.0, 1.0, 0.0]
+    return info
+
+
+class Peer:
+    """An rclpy node that publishes camera input and records every output message with its arrival time."""
+
+    def __init__(self, name: str = "test_peer", subscribe: tuple[str, ...] = tuple(OUTPUTS),
+                 namespace: str = "") -> None:
+        self.context = rclpy.Context()
+        rclpy.init(context=self.context)
+        self.node = rclpy.create_node(name, context=self.context, namespace=namespace or None)
+        self.status_name = f"{namespace}/depth_node: depth"
+        reliable = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+        self.pub_image = self.node.create_publisher(Image, "image_raw", reliable)
+        self.pub_compressed = self.node.create_publisher(CompressedImage, "image_raw/compressed", reliable)
+        self.pub_info = self.node.create_publisher(CameraInfo, "camera_info", reliable)
+        self.received: dict[str, list[tuple[float, object]]] = defaultdict(list)
+        self._lock = threading.Lock()
+        for topic in subscribe:
+            self.node.create_subscription(OUTPUTS[topic], topic, self._collector(topic), reliable)
+        self.node.create_subscription(DiagnosticArray, "/diagnostics", self._collector("/diagnostics"), 10)
+        self.executor = SingleThreadedExecutor(context=self.context)
+        self.executor.add_node(self.node)
+        self._thread = threading.Thread(target=self.executor.spin, daemon=True)
+        self._thread.start()
+
+    def _collector(self, topic: str):
+        def collect(msg) -> None:
+            with self._lock:
+                self.received[topic].append((time.time(), msg))
+        return collect
+
+    def messages(self, topic: str) -> list:
+        with self._lock:
+            return [msg for _, msg in self.received[topic]]
+
+    def timed(self, topic: str) -> list[tuple[float, object]]:
+        with self._lock:
+            return list(self.received[topic])
+
+    def clear(self) -> None:
+        with self._lock:
+            self.received.clear()
+
+    def wait_for(self, predicate, timeout: float = 20.0, period: float = 0.02) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if predicate():
+                return True
+            time.sleep(period)
+        return predicate()
+
+    def wait_connected(self, node: NodeProcess, timeout: float = 60.0, compressed: bool = False) -> None:
+        """Until the node under test subscribes to our input and publishes our outputs."""
+        pub = self.pub_compressed if compressed else self.pub_image
+
+        def connected() -> bool:
+            assert node.alive(), f"depth_node exited early:\n{node.log()}"
+            return pub.get_subscription_count() > 0 and self.pub_info.get_subscription_count() > 0 and \
+                self.node.count_publishers("depth/image") > 0
+
+        if not self.wait_for(connected, timeout):
+            raise TimeoutError(f"depth_node did not connect within {timeout}s:\n{node.log()}")
+        time.sleep(0.5)  # let the node see our subscriptions too
+
+    def by_stamp(self, topic: str, stamp: Time) -> list:
+        key = stamp_key(stamp)
+        return [m for m in self.messages(topic) if stamp_key(m.header.stamp) == key]
+
+    def send_and_wait(self, msg, topic: str = "depth/image", timeout: float = 20.0):
+        """Publish one frame (Image or CompressedImage) and return the first `topic` output for its stamp."""
+        (self.pub_compressed if isinstance(msg, CompressedImage) else self.pub_image).publish(msg)
+        if not self.wait_for(lambda: self.by_stamp(topic, msg.header.stamp), timeout):
+            return None
+        return self.by_stamp(topic, msg.header.stamp)[0]
+
+    def latest_diagnostics(self) -> dict[str, str]:
+        msgs = self.messages("/diagnostics")
+        statuses = [s for m in msgs for s in m.status if s.name == self.status_name]
+        return {kv.key: kv.value for kv in statuses[-1].values} if statuses else {}
+
+    def close(self) -> None:
+        self.executor.shutdown()
+        self.node.destroy_node()
+        rclpy.shutdown(context=self.context)
+        self._thread.join(timeout=5)

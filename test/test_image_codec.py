@@ -1,0 +1,231 @@
+"""image_codec: every encoding against hand-written pixels, compressed round trips, depth and colour map."""
+
+import array
+import struct
+
+import cv2
+import numpy as np
+import pytest
+
+from depth_kd_ros.image_codec import (
+    SUPPORTED_ENCODINGS,
+    ImageDecodeError,
+    colorize_depth,
+    compressed_to_rgb,
+    depth_image_to_metres,
+    depth_to_32fc1,
+    image_to_rgb,
+)
+
+PAD = 99  # value of row-padding bytes; must never show up in a decoded image
+
+# 2 x 2 three-channel image, step 8 = 6 pixel bytes + 2 padding bytes per row
+THREE_CHANNEL = bytes([1, 2, 3, 4, 5, 6, PAD, PAD, 7, 8, 9, 10, 11, 12, PAD, PAD])
+# the same bytes read as 2 x 2 four-channel pixels (step 8, no padding)
+FOUR_CHANNEL = bytes([1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16])
+# 2 x 3 mono8, step 4
+MONO8 = bytes([10, 20, 30, PAD, 40, 50, 60, PAD])
+# 1 x 3 mono16 values 0x1234, 0xABCD, 0x00FF with 2 padding bytes (step 8)
+MONO16_LE = bytes([0x34, 0x12, 0xCD, 0xAB, 0xFF, 0x00, PAD, PAD])
+MONO16_BE = bytes([0x12, 0x34, 0xAB, 0xCD, 0x00, 0xFF, PAD, PAD])
+
+
+def grey3(rows):
+    """Expected RGB for a mono image: each value replicated to three channels."""
+    return np.repeat(np.array(rows, dtype=np.uint8)[..., None], 3, axis=2)
+
+
+@pytest.mark.parametrize(
+    "encoding, height, width, step, data, expected",
+    [
+        ("rgb8", 2, 2, 8, THREE_CHANNEL, [[[1, 2, 3], [4, 5, 6]], [[7, 8, 9], [10, 11, 12]]]),
+        ("bgr8", 2, 2, 8, THREE_CHANNEL, [[[3, 2, 1], [6, 5, 4]], [[9, 8, 7], [12, 11, 10]]]),
+        ("8UC3", 2, 2, 8, THREE_CHANNEL, [[[3, 2, 1], [6, 5, 4]], [[9, 8, 7], [12, 11, 10]]]),
+        ("rgba8", 2, 2, 8, FOUR_CHANNEL, [[[1, 2, 3], [5, 6, 7]], [[9, 10, 11], [13, 14, 15]]]),
+        ("bgra8", 2, 2, 8, FOUR_CHANNEL, [[[3, 2, 1], [7, 6, 5]], [[11, 10, 9], [15, 14, 13]]]),
+        ("mono8", 2, 3, 4, MONO8, grey3([[10, 20, 30], [40, 50, 60]])),
+        ("8UC1", 2, 3, 4, MONO8, grey3([[10, 20, 30], [40, 50, 60]])),
+        ("mono16", 1, 3, 8, MONO16_LE, grey3([[0x12, 0xAB, 0x00]])),
+        ("16UC1", 1, 3, 8, MONO16_LE, grey3([[0x12, 0xAB, 0x00]])),
+    ],
+)
+def test_image_to_rgb_hand_computed(encoding, height, width, step, data, expected):
+    rgb = image_to_rgb(encoding, height, width, step, data)
+    assert rgb.dtype == np.uint8 and rgb.shape == (height, width, 3)
+    np.testing.assert_array_equal(rgb, np.array(expected, dtype=np.uint8))
+    assert rgb.flags.c_contiguous
+
+
+def test_every_supported_encoding_is_covered():
+    required = {"rgb8", "bgr8", "rgba8", "bgra8", "mono8", "mono16", "8UC3", "8UC1", "16UC1"}
+    assert required <= set(SUPPORTED_ENCODINGS)
+
+
+def test_mono16_big_endian():
+    rgb = image_to_rgb("mono16", 1, 3, 8, MONO16_BE, is_bigendian=True)
+    np.testing.assert_array_equal(rgb, grey3([[0x12, 0xAB, 0x00]]))
+    # the same bytes read as little-endian give different pixels: the flag is honoured
+    assert not np.array_equal(image_to_rgb("mono16", 1, 3, 8, MONO16_BE), rgb)
+
+
+@pytest.mark.parametrize(
+    "wrap",
+    [bytes, bytearray, memoryview, lambda b: array.array("B", b), lambda b: np.array(list(b), np.uint8)],
+    ids=["bytes", "bytearray", "memoryview", "array.array", "numpy"],
+)
+def test_accepts_every_buffer_type(wrap):
+    rgb = image_to_rgb("bgr8", 2, 2, 8, wrap(THREE_CHANNEL))
+    np.testing.assert_array_equal(rgb[1, 1], [12, 11, 10])
+
+
+def test_result_is_writable_and_does_not_alias_the_message():
+    data = array.array("B", THREE_CHANNEL)  # what rclpy hands over
+    rgb = image_to_rgb("rgb8", 2, 2, 8, data)
+    data[0] = 200
+    assert rgb[0, 0, 0] == 1
+    rgb[0, 0, 0] = 5  # must not raise (read-only views would)
+
+
+def test_trailing_bytes_after_last_row_are_ignored():
+    rgb = image_to_rgb("rgb8", 2, 2, 8, THREE_CHANNEL + b"\x00\x00")
+    np.testing.assert_array_equal(rgb[1, 0], [7, 8, 9])
+
+
+@pytest.mark.parametrize(
+    "args, kwargs, fragments",
+    [
+        (("yuv422", 2, 2, 8, THREE_CHANNEL), {}, ["'yuv422'", "rgb8", "mono16", "8UC3"]),
+        (("rgb8", 0, 2, 8, b""), {}, ["rgb8", "height=0", "width=2"]),
+        (("rgb8", 2, 0, 8, THREE_CHANNEL), {}, ["width=0"]),
+        (("rgb8", 2, 2, 5, THREE_CHANNEL), {}, ["rgb8", "step 5", "2 * 3 = 6"]),
+        (("rgb8", 2, 2, 8, THREE_CHANNEL[:15]), {}, ["truncated", "2x2", "step 8", "needs 16 bytes, got 15"]),
+        (("mono16", 1, 3, 7, MONO16_LE), {}, ["mono16", "step 7", "multiple of 2"]),
+        (("rgb8", 2, 2, 8, np.zeros(16, np.float32)), {}, ["uint8", "float32"]),
+        (("rgb8", 2, 2, 8, [1, 2, 3]), {}, ["bytes-like", "list"]),
+    ],
+)
+def test_image_to_rgb_errors(args, kwargs, fragments):
+    with pytest.raises(ImageDecodeError) as err:
+        image_to_rgb(*args, **kwargs)
+    for fragment in fragments:
+        assert fragment in str(err.value)
+
+
+def test_image_decode_error_is_a_value_error():
+    assert issubclass(ImageDecodeError, ValueError)
+
+
+# --- compressed -------------------------------------------------------------------------------------
+
+def _test_pattern() -> np.ndarray:
+    """A smooth 48 x 64 RGB pattern with distinct channels (jpeg-friendly)."""
+    v, u = np.mgrid[0:48, 0:64]
+    return np.stack([u * 4, v * 5, 255 - u * 2], axis=2).astype(np.uint8)
+
+
+def test_png_round_trip_is_exact():
+    rgb = _test_pattern()
+    ok, png = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    assert ok
+    np.testing.assert_array_equal(compressed_to_rgb("png", png.tobytes()), rgb)
+    np.testing.assert_array_equal(compressed_to_rgb("bgr8; png compressed bgr8", array.array("B", png)), rgb)
+
+
+def test_jpeg_round_trip_is_close_and_rgb_ordered():
+    rgb = _test_pattern()
+    ok, jpg = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 95])
+    assert ok
+    out = compressed_to_rgb("rgb8; jpeg compressed bgr8", jpg.tobytes())
+    assert out.shape == rgb.shape and out.dtype == np.uint8
+    assert np.abs(out.astype(int) - rgb.astype(int)).mean() < 3.0
+
+
+def test_grayscale_png_gives_three_equal_channels():
+    grey = np.array([[0, 128], [200, 255]], dtype=np.uint8)
+    ok, png = cv2.imencode(".png", grey)
+    assert ok
+    np.testing.assert_array_equal(compressed_to_rgb("png", png.tobytes()), grey3(grey))
+
+
+@pytest.mark.parametrize(
+    "fmt, data, fragment",
+    [
+        ("jpeg", b"", "empty"),
+        ("jpeg", b"not an image at all", "could not decode 19 bytes"),
+        ("16UC1; compressedDepth png", b"\x00" * 20, "compressedDepth"),
+    ],
+)
+def test_compressed_errors(fmt, data, fragment):
+    with pytest.raises(ImageDecodeError, match=fragment):
+        compressed_to_rgb(fmt, data)
+
+
+# --- depth ------------------------------------------------------------------------------------------
+
+def test_32fc1_metres_invalid_to_nan_with_padding_and_both_byte_orders():
+    values = [1.5, float("nan"), -1.0, float("inf"), 0.0, 2.25]
+    for order, big in (("<", False), (">", True)):
+        pad = b"\x00" * 4  # step 16 = 3 floats + 4 bytes
+        data = struct.pack(order + "3f", *values[:3]) + pad + struct.pack(order + "3f", *values[3:]) + pad
+        depth = depth_image_to_metres("32FC1", 2, 3, 16, data, is_bigendian=big)
+        assert depth.dtype == np.float32 and depth.shape == (2, 3)
+        np.testing.assert_array_equal(depth, [[1.5, np.nan, np.nan], [np.nan, np.nan, 2.25]])
+
+
+@pytest.mark.parametrize("encoding", ["16UC1", "mono16"])
+def test_16uc1_millimetres_zero_to_nan(encoding):
+    data = struct.pack("<4H", 0, 1000, 1500, 65535)
+    depth = depth_image_to_metres(encoding, 2, 2, 4, array.array("B", data))
+    np.testing.assert_allclose(depth, [[np.nan, 1.0], [1.5, 65.535]], rtol=1e-7)
+    big_endian = struct.pack(">4H", 0, 1000, 1500, 65535)
+    big = depth_image_to_metres(encoding, 2, 2, 4, big_endian, is_bigendian=True)
+    np.testing.assert_array_equal(big, depth)
+
+
+def test_depth_decode_errors():
+    with pytest.raises(ImageDecodeError, match="unsupported depth encoding 'rgb8'.*32FC1"):
+        depth_image_to_metres("rgb8", 1, 1, 3, b"\x00\x00\x00")
+    with pytest.raises(ImageDecodeError, match="needs 16 bytes, got 12"):
+        depth_image_to_metres("32FC1", 2, 2, 8, b"\x00" * 12)
+    with pytest.raises(ImageDecodeError, match="step 6 is not a multiple of 4"):
+        depth_image_to_metres("32FC1", 1, 1, 6, b"\x00" * 6)
+
+
+def test_depth_to_32fc1_layout_and_round_trip():
+    depth = np.array([[1.0, 2.5, np.nan], [0.25, 4.0, 8.0]], dtype=np.float32)
+    encoding, step, data = depth_to_32fc1(depth)
+    assert (encoding, step) == ("32FC1", 12)
+    assert data[:12] == struct.pack("<3f", 1.0, 2.5, float("nan"))
+    np.testing.assert_array_equal(depth_image_to_metres(encoding, 2, 3, step, data), depth)
+
+
+def test_depth_to_32fc1_converts_float64_and_rejects_3d():
+    _, _, data = depth_to_32fc1(np.array([[0.5]], dtype=np.float64))
+    assert data == struct.pack("<f", 0.5)
+    with pytest.raises(ValueError, match="2-D"):
+        depth_to_32fc1(np.zeros((2, 2, 1), np.float32))
+
+
+# --- colour map -------------------------------------------------------------------------------------
+
+def _turbo(index: int) -> np.ndarray:
+    return cv2.applyColorMap(np.array([[index]], dtype=np.uint8), cv2.COLORMAP_TURBO)[0, 0]
+
+
+def test_colorize_depth_near_warm_far_cold_nan_black():
+    depth = np.array([[0.5, 1.0, 5.5], [10.0, 20.0, np.nan]], dtype=np.float32)
+    bgr = colorize_depth(depth, 1.0, 10.0)
+    assert bgr.shape == (2, 3, 3) and bgr.dtype == np.uint8
+    np.testing.assert_array_equal(bgr[0, 0], _turbo(255))  # nearer than min clips to the near end
+    np.testing.assert_array_equal(bgr[0, 1], _turbo(255))
+    np.testing.assert_array_equal(bgr[0, 2], _turbo(128))  # midway: rint(0.5 * 255) = 128
+    np.testing.assert_array_equal(bgr[1, 0], _turbo(0))
+    np.testing.assert_array_equal(bgr[1, 1], _turbo(0))  # farther than max clips to the far end
+    np.testing.assert_array_equal(bgr[1, 2], [0, 0, 0])
+    assert bgr[0, 0, 2] > bgr[0, 0, 0]  # near: red > blue
+    assert bgr[1, 0, 0] > bgr[1, 0, 2]  # far: blue > red
+
+
+def test_colorize_depth_rejects_bad_range():
+    with pytest.raises(ValueError, match="min_depth=2.0, max_depth=2.0"):
+        colorize_depth(np.ones((2, 2), np.float32), 2.0, 2.0)

@@ -1,0 +1,58 @@
+"""Parameter defaults, config/depth.yaml and the launch file agree; stats windows count correctly."""
+
+from __future__ import annotations
+
+import ast
+from dataclasses import asdict
+from types import SimpleNamespace
+
+import yaml
+from conftest import REPO_ROOT
+
+from depth_kd_ros.params import NodeParams
+from depth_kd_ros.stats import FrameStats
+
+
+def test_yaml_mirrors_code_defaults():
+    config = yaml.safe_load((REPO_ROOT / "config" / "depth.yaml").read_text())
+    assert config["/**"]["ros__parameters"] == asdict(NodeParams())
+
+
+def test_launch_file_declares_the_documented_arguments():
+    tree = ast.parse((REPO_ROOT / "launch" / "depth.launch.py").read_text())
+    declared = {
+        node.args[0].value
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Call) and getattr(node.func, "id", "") == "DeclareLaunchArgument"
+    }
+    assert {"params_file", "image", "camera_info", "model_path", "device", "namespace", "use_rviz"} <= declared
+
+
+def test_rviz_config_shows_the_node_outputs():
+    config = yaml.safe_load((REPO_ROOT / "rviz" / "depth.rviz").read_text())
+    displays = {d["Class"]: d for d in config["Visualization Manager"]["Displays"]}
+    assert displays["rviz_default_plugins/PointCloud2"]["Topic"]["Value"] == "/depth/points"
+    assert displays["rviz_default_plugins/PointCloud2"]["Topic"]["Reliability Policy"] == "Reliable"
+    topics = {d["Topic"]["Value"] for d in config["Visualization Manager"]["Displays"] if "Topic" in d}
+    assert {"/depth/colored", "/depth/image"} <= topics
+
+
+def test_stats_window_rates_and_counts():
+    now = [100.0]
+    stats = FrameStats(clock=lambda: now[0], wall_clock=lambda: 50.5)
+    for _ in range(10):
+        stats.frame_in()
+    stats.drop()
+    stats.inference_done(0.02)
+    stats.inference_done(0.04)
+    stats.frame_out(SimpleNamespace(sec=50, nanosec=400_000_000))
+    stats.bad_input("image")
+    now[0] = 102.0
+    report = stats.report()
+    assert report.input_rate_hz == 5.0 and report.output_rate_hz == 0.5
+    assert abs(report.inference_ms_mean - 30.0) < 1e-9 and abs(report.latency_ms_mean - 100.0) < 1e-6
+    assert (report.frames_in, report.frames_out, report.dropped) == (10, 1, 1)
+    assert report.bad_inputs == {"image": 1} and report.new_bad_inputs == 1
+    now[0] = 104.0
+    second = stats.report()
+    assert second.input_rate_hz == 0.0 and second.new_bad_inputs == 0 and second.frames_in == 10
