@@ -1,0 +1,494 @@
+"""Frames from recorded bags: rosbag2 (sqlite3, MCAP) and ROS 1, read with rosbags (no ROS install).
+
+What can be opened (:func:`resolve_bag_path`):
+
+* a rosbag2 folder with ``metadata.yaml`` (sqlite3 or MCAP storage, split files, zstd compression);
+* a bare ``.db3`` or ``.mcap`` file;
+* a rosbag2 folder *without* ``metadata.yaml`` (early rosbag2, or a recording that was killed) holding
+  exactly one ``.db3``/``.mcap`` file: that file is read directly (a warning says so). Message types
+  then come from the Jazzy type store and old names such as ``sensor_msgs/Image`` are accepted;
+* a ROS 1 ``.bag`` file.
+
+Every failure raises :class:`BagError` (a ``ValueError``) whose message starts with the path.
+
+Design -- an index, not an IterableDataset. Opening a :class:`BagSource` makes one streaming pass over
+the image, depth and CameraInfo topics (one message in memory at a time) and keeps, per kept frame,
+only where the image message is (receive time + its position among that topic's messages with the same
+receive time), its header stamp, where the matched depth message is, and which intrinsics apply: a few
+dozen bytes per frame. :meth:`BagSource.load` re-reads one frame by seeking on its receive time (sqlite3
+timestamp index, MCAP chunk index, ROS 1 index). This gives the trainer what an IterableDataset can't
+easily: ``len()``, an index -> frame mapping for deterministic shuffling and resuming mid-epoch, and
+sharding across DataLoader workers and DDP ranks by the sampler. Readers are opened lazily in each
+process (never shared across ``fork``) and dropped when the source is pickled.
+
+Rules, applied in this order:
+
+1. **Image topic**: ``topic`` if given, else the only ``Image``/``CompressedImage`` topic in the bag.
+2. **Stamp**: the header stamp, or the receive time where the header stamp is zero.
+3. **Subsampling**: the n-th image message (n = 0, 1, ...) is kept when ``n % stride == 0`` and its
+   stamp is at least ``min_gap_s`` from the previously kept frame's.
+4. **Depth** (``depth_topic``, a 32FC1 or 16UC1 ``Image``): the message with the nearest header stamp,
+   if within ``depth_tolerance_s`` (0 = exact stamp match); otherwise the frame has no ``depth``
+   (or is dropped with ``require_depth=True``).
+5. **Intrinsics** (``camera_info_topic``; ``"auto"`` = the only CameraInfo topic, or the one in the image
+   topic's namespace): with ``camera_info_tolerance_s=None``, the latest CameraInfo stamped at or before
+   the frame (the earliest one if none is, since CameraInfo rarely changes); with a tolerance, the one
+   nearest in stamp within it, else NaN. fx, fy, cx, cy come from K (P if K is zero) and are rescaled
+   if the image size differs from the CameraInfo's width/height.
+"""
+
+from __future__ import annotations
+
+import bisect
+import logging
+import os
+import struct
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+from rosbags.highlevel import AnyReader, AnyReaderError
+from rosbags.rosbag1 import ReaderError as Ros1ReaderError
+from rosbags.rosbag2 import ReaderError as Ros2ReaderError
+from rosbags.serde import SerdeError
+from rosbags.typesys import Stores, get_typestore
+
+from depth_kd_ros.image_codec import ImageDecodeError, compressed_to_rgb, depth_image_to_metres, image_to_rgb
+
+from .frame import NAN, DataError, Frame
+
+__all__ = ["BagError", "BagSource", "bag_topics", "find_bags", "open_bag", "resolve_bag_path"]
+
+logger = logging.getLogger(__name__)
+
+IMAGE = "sensor_msgs/msg/Image"
+COMPRESSED_IMAGE = "sensor_msgs/msg/CompressedImage"
+CAMERA_INFO = "sensor_msgs/msg/CameraInfo"
+STORAGE_SUFFIXES = (".db3", ".mcap")
+
+# Used only for bags that embed no message definitions (early rosbag2 sqlite3 files).
+_FALLBACK_TYPESTORE = get_typestore(Stores.ROS2_JAZZY)
+# What rosbags raises on unreadable, truncated or corrupt bags.
+_READ_ERRORS = (AnyReaderError, Ros1ReaderError, Ros2ReaderError, SerdeError, struct.error, EOFError, OSError)
+_WARNED_NO_METADATA: set[Path] = set()
+
+
+class BagError(DataError):
+    """A bag cannot be used; the message starts with its path."""
+
+
+def ros2_type_name(name: str) -> str:
+    """``sensor_msgs/Image`` (early rosbag2, ROS 1 style) -> ``sensor_msgs/msg/Image``; others unchanged."""
+    parts = name.split("/")
+    return f"{parts[0]}/msg/{parts[1]}" if len(parts) == 2 else name
+
+
+def resolve_bag_path(path: str | Path) -> Path:
+    """Return what rosbags should open for ``path`` (see the module docstring), or raise BagError."""
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise BagError(f"{path}: no such file or directory")
+    if path.is_dir():
+        if (path / "metadata.yaml").is_file():
+            return path
+        storage = sorted(p for p in path.iterdir() if p.suffix in STORAGE_SUFFIXES and p.is_file())
+        if not storage:
+            raise BagError(
+                f"{path}: not a bag: the folder has no metadata.yaml and no .db3 or .mcap file "
+                "(expected a rosbag2 folder, a .db3/.mcap file or a ROS 1 .bag file)"
+            )
+        if len(storage) > 1:
+            names = ", ".join(p.name for p in storage)
+            raise BagError(
+                f"{path}: metadata.yaml is missing and there are several storage files ({names}), whose "
+                f"order only metadata.yaml records; recreate it with `ros2 bag reindex {path}`"
+            )
+        if path not in _WARNED_NO_METADATA:
+            _WARNED_NO_METADATA.add(path)
+            logger.warning(
+                "%s: no metadata.yaml; reading %s directly (`ros2 bag reindex` would recreate it)",
+                path,
+                storage[0].name,
+            )
+        return storage[0]
+    if path.suffix in (*STORAGE_SUFFIXES, ".bag"):
+        return path
+    raise BagError(
+        f"{path}: not a bag: expected a rosbag2 folder (with metadata.yaml), a .db3 or .mcap file, or a ROS 1 .bag file"
+    )
+
+
+def _open_reader(path: str | Path) -> AnyReader:
+    """An opened rosbags reader for ``path``; the caller closes it."""
+    target = resolve_bag_path(path)
+    try:
+        reader = AnyReader([target], default_typestore=_FALLBACK_TYPESTORE)
+        reader.open()
+    except _READ_ERRORS as err:
+        raise BagError(f"{path}: cannot read the bag, it may be truncated or corrupt: {err}") from err
+    return reader
+
+
+@contextmanager
+def open_bag(path: str | Path) -> Iterator[AnyReader]:
+    """Open a bag for reading; rosbags errors (also those raised while reading) become BagError."""
+    reader = _open_reader(path)
+    try:
+        yield reader
+    except _READ_ERRORS as err:
+        raise BagError(f"{path}: error while reading, the bag may be truncated or corrupt: {err}") from err
+    finally:
+        reader.close()
+
+
+def find_bags(root: str | Path) -> list[Path]:
+    """All bags under ``root`` (itself included), sorted: rosbag2 folders, loose .db3/.mcap, .bag files."""
+    root = Path(root)
+    if not root.is_dir():
+        return [root]
+    if (root / "metadata.yaml").is_file():
+        return [root]
+    found = []
+    for child in sorted(root.iterdir()):
+        if child.is_dir():
+            found += find_bags(child)
+        elif child.suffix in (*STORAGE_SUFFIXES, ".bag"):
+            found.append(child)
+    return found
+
+
+def _topic_table(reader: AnyReader) -> dict[str, tuple[str, int]]:
+    return {name: (ros2_type_name(info.msgtype or "?"), info.msgcount) for name, info in reader.topics.items()}
+
+
+def bag_topics(path: str | Path) -> dict[str, tuple[str, int]]:
+    """``{topic: (message type, message count)}`` of a bag."""
+    with open_bag(path) as reader:
+        return _topic_table(reader)
+
+
+def _describe(topics: dict[str, tuple[str, int]], names: list[str] | None = None) -> str:
+    names = sorted(topics) if names is None else names
+    return ", ".join(f"{n} ({topics[n][0]}, {topics[n][1]} msgs)" for n in names) or "none"
+
+
+def _stamp_ns(msg: Any, receive_ns: int) -> int:
+    stamp = msg.header.stamp
+    ns = int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
+    return ns if ns else receive_ns
+
+
+class _Where(NamedTuple):
+    """Where a message is: its receive time and its position among the topic's messages at that time."""
+
+    receive_ns: int
+    nth: int
+
+
+class _Camera(NamedTuple):
+    fx: float
+    fy: float
+    cx: float
+    cy: float
+    width: int
+    height: int
+
+
+class _Entry(NamedTuple):
+    image: _Where
+    stamp_ns: int
+    key: str
+    depth: _Where | None
+    camera: int  # index into BagSource._cameras, -1 = unknown
+
+
+def _camera_from_msg(msg: Any) -> _Camera:
+    k = np.asarray(msg.k if hasattr(msg, "k") else msg.K, dtype=float)  # ROS 1 spells them K and P
+    p = np.asarray(msg.p if hasattr(msg, "p") else msg.P, dtype=float)
+    if k[0] > 0 and k[4] > 0:
+        fx, fy, cx, cy = k[0], k[4], k[2], k[5]
+    elif p[0] > 0 and p[5] > 0:
+        fx, fy, cx, cy = p[0], p[5], p[2], p[6]
+    else:
+        fx = fy = cx = cy = NAN
+    return _Camera(float(fx), float(fy), float(cx), float(cy), int(msg.width), int(msg.height))
+
+
+def _nearest(sorted_stamps: list[int], stamp: int) -> int:
+    """Index of the value in ``sorted_stamps`` nearest to ``stamp`` (list must be non-empty)."""
+    i = bisect.bisect_left(sorted_stamps, stamp)
+    if i == len(sorted_stamps):
+        return i - 1
+    if i > 0 and stamp - sorted_stamps[i - 1] <= sorted_stamps[i] - stamp:
+        return i - 1
+    return i
+
+
+class BagSource:
+    """The frames of one image topic in one bag, indexed for random access (see the module docstring)."""
+
+    def __init__(
+        self,
+        path: str | Path,
+        topic: str | None = None,
+        *,
+        depth_topic: str | None = None,
+        camera_info_topic: str | None = "auto",
+        stride: int = 1,
+        min_gap_s: float = 0.0,
+        depth_tolerance_s: float = 0.0,
+        camera_info_tolerance_s: float | None = None,
+        require_depth: bool = False,
+    ) -> None:
+        if stride < 1 or min_gap_s < 0 or depth_tolerance_s < 0:
+            raise ValueError(
+                f"need stride >= 1, min_gap_s >= 0, depth_tolerance_s >= 0; got {stride}, {min_gap_s}, "
+                f"{depth_tolerance_s}"
+            )
+        self.path = Path(path).expanduser().resolve() if Path(path).exists() else Path(path)
+        self.source = str(self.path)
+        self._reader: AnyReader | None = None
+        self._reader_pid = -1
+        self._cameras: list[_Camera] = []
+        with open_bag(self.path) as reader:
+            topics = _topic_table(reader)
+            self.topic = self._pick_image_topic(topics, topic)
+            self.image_type = topics[self.topic][0]
+            self.depth_topic = self._check_depth_topic(topics, depth_topic)
+            self.camera_info_topic = self._pick_camera_info_topic(topics, camera_info_topic)
+            images, depths, infos = self._scan(reader, stride, int(round(min_gap_s * 1e9)))
+        self._entries = self._match(images, depths, infos, depth_tolerance_s, camera_info_tolerance_s)
+        if require_depth:
+            self._entries = [e for e in self._entries if e.depth is not None]
+        logger.info(
+            "%s: %s, %d frames kept (stride %d, min gap %.3f s), %d with depth, camera info %s",
+            self.path,
+            self.topic,
+            len(self._entries),
+            stride,
+            min_gap_s,
+            sum(e.depth is not None for e in self._entries),
+            self.camera_info_topic,
+        )
+
+    # ---- choosing topics -------------------------------------------------------------------------
+
+    def _pick_image_topic(self, topics: dict[str, tuple[str, int]], topic: str | None) -> str:
+        images = [n for n in sorted(topics) if topics[n][0] in (IMAGE, COMPRESSED_IMAGE)]
+        if topic is None:
+            if len(images) == 1:
+                return images[0]
+            if not images:
+                raise BagError(f"{self.path}: no Image or CompressedImage topic; topics: {_describe(topics)}")
+            raise BagError(f"{self.path}: several image topics, choose one with `topic`: {_describe(topics, images)}")
+        if topic not in topics:
+            raise BagError(f"{self.path}: no topic {topic!r}; topics: {_describe(topics)}")
+        if topics[topic][0] not in (IMAGE, COMPRESSED_IMAGE):
+            raise BagError(
+                f"{self.path}: topic {topic!r} is {topics[topic][0]}, not an Image or CompressedImage; "
+                f"image topics: {_describe(topics, images)}"
+            )
+        return topic
+
+    def _check_depth_topic(self, topics: dict[str, tuple[str, int]], topic: str | None) -> str | None:
+        if topic is None:
+            return None
+        if topic not in topics:
+            raise BagError(f"{self.path}: no depth topic {topic!r}; topics: {_describe(topics)}")
+        if topics[topic][0] != IMAGE:
+            raise BagError(
+                f"{self.path}: depth topic {topic!r} is {topics[topic][0]}; need a sensor_msgs/msg/Image "
+                "in 32FC1 (metres) or 16UC1 (millimetres)"
+            )
+        return topic
+
+    def _pick_camera_info_topic(self, topics: dict[str, tuple[str, int]], topic: str | None) -> str | None:
+        infos = [n for n in sorted(topics) if topics[n][0] == CAMERA_INFO]
+        if topic is None:
+            return None
+        if topic != "auto":
+            if topic not in infos:
+                raise BagError(
+                    f"{self.path}: no CameraInfo topic {topic!r}; CameraInfo topics: {_describe(topics, infos)}"
+                )
+            return topic
+        if len(infos) <= 1:
+            return infos[0] if infos else None
+        namespace = self.topic.lstrip("/").split("/")[0]
+        near = [n for n in infos if n.lstrip("/").split("/")[0] == namespace]
+        if len(near) == 1:
+            return near[0]
+        logger.warning(
+            "%s: several CameraInfo topics (%s); intrinsics unknown unless camera_info_topic is given",
+            self.path,
+            ", ".join(infos),
+        )
+        return None
+
+    # ---- indexing ---------------------------------------------------------------------------------
+
+    def _scan(
+        self, reader: AnyReader, stride: int, min_gap_ns: int
+    ) -> tuple[list[tuple[_Where, int]], list[tuple[int, _Where]], list[tuple[int, _Camera]]]:
+        """One pass in receive order -> kept images (where, stamp), depths (stamp, where), infos."""
+        wanted = {t for t in (self.topic, self.depth_topic, self.camera_info_topic) if t}
+        connections = [c for c in reader.connections if c.topic in wanted]
+        last_time: dict[str, tuple[int, int]] = {}  # topic -> (receive_ns, nth)
+        images: list[tuple[_Where, int]] = []
+        depths: list[tuple[int, _Where]] = []
+        infos: list[tuple[int, _Camera]] = []
+        position, last_kept = 0, None
+        for connection, receive_ns, raw in reader.messages(connections):
+            topic = connection.topic
+            prev = last_time.get(topic)
+            nth = prev[1] + 1 if prev and prev[0] == receive_ns else 0
+            last_time[topic] = (receive_ns, nth)
+            msg = reader.deserialize(raw, ros2_type_name(connection.msgtype))
+            stamp = _stamp_ns(msg, receive_ns)
+            if topic == self.topic:
+                keep = position % stride == 0 and (last_kept is None or abs(stamp - last_kept) >= min_gap_ns)
+                position += 1
+                if keep:
+                    images.append((_Where(receive_ns, nth), stamp))
+                    last_kept = stamp
+            if topic == self.depth_topic:
+                depths.append((stamp, _Where(receive_ns, nth)))
+            if topic == self.camera_info_topic:
+                infos.append((stamp, _camera_from_msg(msg)))
+        return images, depths, infos
+
+    def _match(
+        self,
+        images: list[tuple[_Where, int]],
+        depths: list[tuple[int, _Where]],
+        infos: list[tuple[int, _Camera]],
+        depth_tolerance_s: float,
+        camera_info_tolerance_s: float | None,
+    ) -> list[_Entry]:
+        depths.sort(key=lambda d: d[0])
+        infos.sort(key=lambda i: i[0])
+        depth_stamps = [d[0] for d in depths]
+        info_stamps = [i[0] for i in infos]
+        depth_tol = int(round(depth_tolerance_s * 1e9))
+        cameras: dict[_Camera, int] = {}
+        seen: dict[int, int] = {}
+        entries = []
+        for where, stamp in images:
+            depth = None
+            if depths:
+                j = _nearest(depth_stamps, stamp)
+                if abs(depth_stamps[j] - stamp) <= depth_tol:
+                    depth = depths[j][1]
+            camera = -1
+            if infos:
+                if camera_info_tolerance_s is None:
+                    j = max(bisect.bisect_right(info_stamps, stamp) - 1, 0)
+                else:
+                    j = _nearest(info_stamps, stamp)
+                    j = j if abs(info_stamps[j] - stamp) <= camera_info_tolerance_s * 1e9 else -1
+                if j >= 0:
+                    camera = cameras.setdefault(infos[j][1], len(cameras))
+            key = f"{self.source}|{self.topic}|{stamp}"
+            seen[stamp] = seen.get(stamp, -1) + 1
+            if seen[stamp]:
+                key += f"#{seen[stamp]}"
+            entries.append(_Entry(where, stamp, key, depth, camera))
+        self._cameras = list(cameras)
+        return entries
+
+    # ---- reading ----------------------------------------------------------------------------------
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def stamps_ns(self) -> list[int]:
+        """Header stamps of the kept frames, in index order."""
+        return [e.stamp_ns for e in self._entries]
+
+    def key(self, index: int) -> str:
+        """Stable id of frame ``index``: ``"<bag>|<topic>|<stamp_ns>"`` (``#n`` added on repeated stamps)."""
+        return self._entries[index].key
+
+    def load(self, index: int) -> Frame:
+        """Read and decode frame ``index`` (see depth_kd.data.frame for the keys)."""
+        entry = self._entries[index]
+        reader = self._reader_here()
+        try:
+            msg = self._read(reader, self.topic, entry.image)
+            rgb = self._decode_image(msg)
+            depth = None
+            if entry.depth is not None:
+                assert self.depth_topic is not None
+                dmsg = self._read(reader, self.depth_topic, entry.depth)
+                depth = depth_image_to_metres(
+                    dmsg.encoding, dmsg.height, dmsg.width, dmsg.step, dmsg.data, bool(dmsg.is_bigendian)
+                )
+        except ImageDecodeError as err:
+            raise BagError(f"{self.path}: frame at stamp {entry.stamp_ns} ns: {err}") from err
+        except _READ_ERRORS as err:
+            raise BagError(f"{self.path}: cannot read frame at stamp {entry.stamp_ns} ns: {err}") from err
+        height, width = rgb.shape[:2]
+        if depth is not None and depth.shape != (height, width):
+            raise BagError(
+                f"{self.path}: depth on {self.depth_topic} is {depth.shape[1]}x{depth.shape[0]} but the "
+                f"image on {self.topic} is {width}x{height}; use a depth topic registered to the image"
+            )
+        fx = fy = cx = cy = NAN
+        if entry.camera >= 0:
+            cam = self._cameras[entry.camera]
+            sx = width / cam.width if cam.width else 1.0
+            sy = height / cam.height if cam.height else 1.0
+            fx, fy, cx, cy = cam.fx * sx, cam.fy * sy, cam.cx * sx, cam.cy * sy
+        frame: Frame = {
+            "rgb": rgb,
+            "fx": fx,
+            "fy": fy,
+            "cx": cx,
+            "cy": cy,
+            "stamp_ns": entry.stamp_ns,
+            "source": self.source,
+            "topic": self.topic,
+            "key": entry.key,
+        }
+        if depth is not None:
+            frame["depth"] = depth
+        return frame
+
+    def __iter__(self) -> Iterator[Frame]:
+        """All kept frames in order, one in memory at a time."""
+        return (self.load(i) for i in range(len(self)))
+
+    def _decode_image(self, msg: Any) -> np.ndarray:
+        if self.image_type == COMPRESSED_IMAGE:
+            return compressed_to_rgb(msg.format, msg.data)
+        return image_to_rgb(msg.encoding, msg.height, msg.width, msg.step, msg.data, bool(msg.is_bigendian))
+
+    def _read(self, reader: AnyReader, topic: str, where: _Where) -> Any:
+        connections = [c for c in reader.connections if c.topic == topic]
+        stop = where.receive_ns + 1
+        for nth, (connection, _, raw) in enumerate(reader.messages(connections, where.receive_ns, stop)):
+            if nth == where.nth:
+                return reader.deserialize(raw, ros2_type_name(connection.msgtype))
+        raise BagError(f"{self.path}: message on {topic} at {where.receive_ns} ns is gone; bag changed?")
+
+    def _reader_here(self) -> AnyReader:
+        """This process's reader (a forked DataLoader worker opens its own)."""
+        if self._reader is None or self._reader_pid != os.getpid():
+            self._reader, self._reader_pid = _open_reader(self.path), os.getpid()
+        return self._reader
+
+    def close(self) -> None:
+        """Close this process's reader, if open (it reopens on the next load)."""
+        if self._reader is not None and self._reader_pid == os.getpid():
+            self._reader.close()
+        self._reader = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_reader"], state["_reader_pid"] = None, -1
+        return state
+
+    def __repr__(self) -> str:
+        return f"BagSource({self.source!r}, topic={self.topic!r}, frames={len(self)})"
