@@ -114,6 +114,7 @@ class Peer:
         self.pub_info = self.node.create_publisher(CameraInfo, "camera_info", reliable)
         self.received: dict[str, list[tuple[float, object]]] = defaultdict(list)
         self._lock = threading.Lock()
+        self._arrived = threading.Condition(self._lock)  # wakes wait_for as soon as a message lands
         for topic in subscribe:
             self.node.create_subscription(OUTPUTS[topic], topic, self._collector(topic), reliable)
         self.node.create_subscription(DiagnosticArray, "/diagnostics", self._collector("/diagnostics"), 10)
@@ -126,6 +127,7 @@ class Peer:
         def collect(msg) -> None:
             with self._lock:
                 self.received[topic].append((time.time(), msg))
+                self._arrived.notify_all()
         return collect
 
     def messages(self, topic: str) -> list:
@@ -140,12 +142,14 @@ class Peer:
         with self._lock:
             self.received.clear()
 
-    def wait_for(self, predicate, timeout: float = 20.0, period: float = 0.02) -> bool:
+    def wait_for(self, predicate, timeout: float = 20.0, period: float = 0.05) -> bool:
+        """Re-check `predicate` whenever a message arrives (and at least every `period` seconds)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if predicate():
                 return True
-            time.sleep(period)
+            with self._arrived:
+                self._arrived.wait(timeout=min(period, max(0.0, deadline - time.monotonic())))
         return predicate()
 
     def wait_connected(self, node: NodeProcess, timeout: float = 60.0, compressed: bool = False) -> None:
