@@ -1,0 +1,253 @@
+"""``depth-kd``: the offline tooling's command line.
+
+Each subcommand is one ``_add_<name>(subparsers)`` function that declares its arguments and sets
+``run=<function(args) -> exit code>`` (``handler=`` is accepted too); add it to ``SUBCOMMANDS`` to extend
+the CLI (demo, train-teacher, distill, eval, export). Bad arguments print one
+``depth-kd <cmd>: error: ...`` line on stderr and exit 2 before anything is written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import re
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+log = logging.getLogger("depth_kd")
+
+MIN_SIDE, MAX_SIDE = 16, 4096
+
+
+class UsageError(Exception):
+    """A bad argument found after parsing (e.g. an output path that already exists)."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """ArgumentParser whose errors are a single line (no usage dump), exit code 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def _size(text: str) -> tuple[int, int]:
+    match = re.fullmatch(r"\s*(\d+)\s*[xX]\s*(\d+)\s*", text)
+    if not match:
+        raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT such as 640x480, got {text!r}")
+    width, height = int(match.group(1)), int(match.group(2))
+    if not (MIN_SIDE <= width <= MAX_SIDE and MIN_SIDE <= height <= MAX_SIDE):
+        raise argparse.ArgumentTypeError(f"each side must be in {MIN_SIDE}..{MAX_SIDE} pixels, got {text!r}")
+    return width, height
+
+
+def _positive(kind: type) -> Callable[[str], int | float]:
+    def parse(text: str) -> int | float:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a {kind.__name__}, got {text!r}") from None
+        if not value > 0:
+            raise argparse.ArgumentTypeError(f"must be > 0, got {text!r}")
+        return value
+
+    return parse
+
+
+def _fov(text: str) -> float:
+    value = _positive(float)(text)
+    if not value < 179.0:
+        raise argparse.ArgumentTypeError(f"field of view must be in (0, 179) degrees, got {text!r}")
+    return value
+
+
+def _seed(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text!r}")
+    return value
+
+
+def check_new_output(path: Path) -> None:
+    """Raise UsageError unless ``path`` does not exist and its parent is an existing writable directory."""
+    if path.exists() or path.is_symlink():
+        raise UsageError(f"output {str(path)!r} already exists; choose a new path")
+    parent = path.absolute().parent
+    if not parent.is_dir():
+        raise UsageError(f"parent directory {str(parent)!r} does not exist or is not a directory")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise UsageError(f"parent directory {str(parent)!r} is not writable")
+
+
+def check_device(name: str) -> None:
+    """Raise UsageError for a device torch cannot use here."""
+    import torch
+
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise UsageError(f"unknown device {name!r}; use cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UsageError(f"device {name!r} requested but CUDA is not available")
+    if device.type not in ("cpu", "cuda"):
+        raise UsageError(f"unsupported device {name!r}; use cpu, cuda or cuda:N")
+
+
+# ---------------------------------------------------------------------------------------------- render
+def _add_render(subparsers: argparse._SubParsersAction) -> None:
+    from .render.families import FAMILIES
+    from .render.record import STORAGES
+    from .render.trajectory import TRAJECTORIES
+
+    p = subparsers.add_parser(
+        "render",
+        help="render a synthetic sequence into a rosbag2 recording",
+        description="Render a synthetic camera sequence (RGB, exact depth, instance ids, "
+        "camera_info, /tf) into a new rosbag2 recording.",
+    )
+    p.add_argument("--family", choices=sorted(FAMILIES), default="indoor", help="scene family preset")
+    p.add_argument("--frames", type=_positive(int), required=True, help="number of frames (> 0)")
+    p.add_argument("--seed", type=_seed, default=0, help="random seed; same seed and arguments, same output")
+    p.add_argument(
+        "--size",
+        type=_size,
+        default=(640, 480),
+        metavar="WxH",
+        help=f"image size, each side {MIN_SIDE}..{MAX_SIDE} (default 640x480)",
+    )
+    p.add_argument("--out", type=Path, required=True, help="bag directory to create (must not exist)")
+    p.add_argument("--storage", choices=sorted(STORAGES), default="mcap", help="rosbag2 storage plugin")
+    p.add_argument(
+        "--rate", type=_positive(float), default=10.0, metavar="HZ", help="frame rate of the stamps"
+    )
+    p.add_argument("--compressed", action="store_true", help="also write /camera/image_raw/compressed (JPEG)")
+    p.add_argument("--trajectory", choices=TRAJECTORIES, default="drive", help="camera motion")
+    focal = p.add_mutually_exclusive_group()
+    focal.add_argument("--fov", type=_fov, metavar="DEG", help="horizontal field of view (default 60)")
+    focal.add_argument("--fx", type=_positive(float), metavar="PX", help="focal length in pixels")
+    p.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:N (default cpu)")
+    p.add_argument(
+        "--threads",
+        type=_positive(int),
+        help="torch CPU threads (default: torch's choice; 1 is fastest on a machine shared with other jobs)",
+    )
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(run=_run_render)
+
+
+def _run_render(args: argparse.Namespace) -> int:
+    check_new_output(args.out)
+    check_device(args.device)
+    from .render.record import record_sequence
+
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    width, height = args.size
+    summary = record_sequence(
+        args.out,
+        args.family,
+        args.frames,
+        args.seed,
+        width,
+        height,
+        storage=args.storage,
+        rate_hz=args.rate,
+        compressed=args.compressed,
+        fx=args.fx,
+        fov_deg=args.fov,
+        trajectory=args.trajectory,
+        device=args.device,
+        progress=not args.quiet,
+    )
+    k = summary.intrinsics
+    log.info(
+        "%s: %d frames %dx%d fx=%.2f, topics: %s",
+        summary.path,
+        summary.frames,
+        k.width,
+        k.height,
+        k.fx,
+        ", ".join(summary.topics),
+    )
+    return 0
+
+
+# ------------------------------------------------------------------------------------------------ demo
+def _add_demo(subparsers: argparse._SubParsersAction) -> None:
+    from .render.families import FAMILIES
+
+    p = subparsers.add_parser(
+        "demo",
+        help="render a sequence, play it through depth_node over DDS, score it against ground truth",
+        description="The main job: render a short sequence, play it through the real depth_node "
+        "(DDS on this machine only), record its outputs to MCAP, write preview.png and print "
+        "throughput, latency and accuracy (AbsRel, RMSE, d1).",
+    )
+    p.add_argument("--out", type=Path, default=Path("demo_out"), help="output folder (its bags are replaced)")
+    p.add_argument("--frames", type=_positive(int), default=60, help="frames to render and play (default 60)")
+    p.add_argument("--size", type=_size, default=(640, 480), metavar="WxH", help="image size (default 640x480)")
+    p.add_argument("--family", choices=sorted(FAMILIES), default="indoor", help="scene family preset")
+    p.add_argument("--seed", type=_seed, default=3, help="scene and trajectory seed")
+    p.add_argument("--model", type=Path, help="student checkpoint (default: the package's weights)")
+    p.add_argument("--device", default="auto", help="depth_node device: auto, cpu, cuda, cuda:N")
+    p.add_argument("--rate", type=_positive(float), default=10.0, metavar="HZ", help="playback rate")
+    p.set_defaults(run=_run_demo)
+
+
+def _run_demo(args: argparse.Namespace) -> int:
+    if args.device != "auto":
+        check_device(args.device)
+    if args.model is not None and not args.model.is_file():
+        raise UsageError(f"model {args.model} does not exist")
+    from .demo import format_result, run_demo
+
+    width, height = args.size
+    result = run_demo(args.out, frames=args.frames, width=width, height=height, family=args.family,
+                      seed=args.seed, model=args.model, device=args.device, rate_hz=args.rate)
+    print(format_result(result))
+    return 0
+
+
+SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_render, _add_demo]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``depth-kd`` parser with every subcommand in ``SUBCOMMANDS``."""
+    parser = _Parser(
+        prog="depth-kd",
+        description="Offline tooling for depth_kd_ros: synthetic world, datasets, teachers, distillation.",
+    )
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add in SUBCOMMANDS:
+        add(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``depth-kd`` with ``argv`` (default: sys.argv[1:]); returns the exit code."""
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exit_:
+        return exit_.code if isinstance(exit_.code, int) else 2
+    run = getattr(args, "run", None) or args.handler  # subcommands set ``run`` (or ``handler``)
+    try:
+        return run(args)
+    except UsageError as err:
+        print(f"depth-kd {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        log.error("interrupted")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
