@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import rclpy
+import torch
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
@@ -47,6 +48,8 @@ class DepthNode(Node):
         self.params: NodeParams = declare_parameters(self)
         model_path = Path(self.params.model_path) if self.params.model_path else DEFAULT_WEIGHTS
         self.estimator = DepthEstimator(model_path, device=self.params.device, fp16=self.params.fp16)
+        if self.estimator.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True  # the processing size never changes: autotune once
         self.estimator.warmup()
         self.get_logger().info(
             f"model {model_path} ({self.estimator.info.arch}, "
