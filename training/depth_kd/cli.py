@@ -16,6 +16,8 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from depth_kd.train_commands import add_train_commands
+
 log = logging.getLogger("depth_kd")
 
 MIN_SIDE, MAX_SIDE = 16, 4096
@@ -214,7 +216,7 @@ def _run_demo(args: argparse.Namespace) -> int:
     return 0
 
 
-SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_render, _add_demo]
+SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_render, _add_demo, add_train_commands]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -238,7 +240,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exit_:
         return exit_.code if isinstance(exit_.code, int) else 2
-    run = getattr(args, "run", None) or args.handler  # subcommands set ``run`` (or ``handler``)
+    run = getattr(args, "run", None) or args.handler  # render/demo set ``run``; training commands ``handler``
     try:
         return run(args)
     except UsageError as err:

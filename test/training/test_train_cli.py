@@ -1,0 +1,137 @@
+"""The train-teacher / distill / eval / export commands as a user runs them: real processes for the output
+contracts (last line = checkpoint path; eval --json = one JSON object on stdout), in-process for bad input."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from depth_kd.metrics import METRIC_NAMES
+from depth_kd.render.record import record_sequence
+from depth_kd.train_commands import add_train_commands, main
+from depth_kd_ros.checkpoint import ModelInfo, load_checkpoint, save_checkpoint
+from depth_kd_ros.models import build_model
+
+TINY = "model.arch_config={width_mult: 0.35, branch_channels: 4, fuse_channels: 8, refine_channels: 8}"
+SMALL = ["--size", "64x64", "--batch-size", "2", "--num-workers", "0", "--device", "cpu"]
+
+
+@pytest.fixture(scope="module")
+def bags(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("bags")
+    return {name: record_sequence(root / name, "indoor", 4, seed, 96, 72, progress=False).path
+            for name, seed in (("x", 1), ("eval", 2))}
+
+
+@pytest.fixture(scope="module")
+def student(tmp_path_factory) -> Path:
+    torch.manual_seed(0)
+    config = {"width_mult": 0.35, "branch_channels": 4, "fuse_channels": 8, "refine_channels": 8}
+    info = ModelInfo("mobilenetv2_mff", config, 64, 64, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), 0.1, 10.0)
+    path = tmp_path_factory.mktemp("student") / "student.safetensors"
+    save_checkpoint(path, build_model("mobilenetv2_mff", config), info)
+    return path
+
+
+def _run(*args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    return subprocess.run([sys.executable, "-m", "depth_kd.train_commands", *args], capture_output=True, text=True,
+                          timeout=300, env=env)
+
+
+def test_train_teacher_prints_the_checkpoint_path_last(tmp_path, bags):
+    out = tmp_path / "teacher"
+    done = _run("train-teacher", "--data", str(bags["x"]), "--steps", "2", "--out", str(out),
+                "--set", "model.arch_config={branch_channels: 4, fuse_channels: 8, refine_channels: 8}", *SMALL)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[-1] == str(out / "final.safetensors")
+    _, info = load_checkpoint(out / "final.safetensors")
+    assert info.arch == "resnet34_mff" and info.provenance["config"]["distill"]["mode"] == "supervised"
+    assert "train-teacher" in info.provenance["command"]
+
+
+def test_eval_json_is_one_object_with_every_metric(bags, student):
+    done = _run("eval", "--model", str(student), "--data", str(bags["eval"]), str(bags["x"]), "--json",
+                "--device", "cpu")
+    assert done.returncode == 0, done.stderr
+    assert len(done.stdout.strip().splitlines()) == 1
+    metrics = json.loads(done.stdout)
+    assert set(metrics) == {*METRIC_NAMES, "frames", "pixels"}
+    assert metrics["frames"] == 8 and metrics["pixels"] > 8 * 96 * 72 // 2
+    assert all(isinstance(metrics[name], float) for name in METRIC_NAMES)
+
+
+def test_distill_and_export_in_process(tmp_path, bags, student, capsys):
+    out = tmp_path / "student"
+    assert main(["distill", "--teacher", str(student), "--data", str(bags["x"]), "--steps", "2", "--out", str(out),
+                 "--set", TINY, "--set", "run.eval_every=0", *SMALL]) == 0
+    final = out / "final.safetensors"
+    assert capsys.readouterr().out.splitlines()[-1] == str(final)
+    _, info = load_checkpoint(final)
+    assert info.provenance["config"]["distill"]["mode"] == "kd_x"  # no --aux: KD + GT on X
+    assert info.provenance["teacher"]["path"] == str(student)
+
+    assert main(["eval", "--model", str(final), "--data", str(bags["eval"]), "--size", "64x64", "--device", "cpu"]) == 0
+    table = capsys.readouterr().out
+    assert all(name in table for name in METRIC_NAMES)
+
+    assert main(["export", "--model", str(final), "--onnx", str(tmp_path / "s.onnx"),
+                 "--fp16-safetensors", str(tmp_path / "s16.safetensors")]) == 0
+    assert "max abs difference to PyTorch" in capsys.readouterr().out
+    assert (tmp_path / "s.onnx").is_file() and (tmp_path / "s16.safetensors").is_file()
+
+
+@pytest.mark.parametrize("make_args, message", [
+    (lambda t, b, s: ["train-teacher", "--data", str(t / "nope"), "--out", str(t)],
+     "depth-kd train-teacher: error: data.train: no such bag: {t}/nope"),
+    (lambda t, b, s: ["distill", "--teacher", str(t / "missing.safetensors"), "--data", str(b["x"]), "--out", str(t)],
+     "depth-kd distill: error: distill.teacher: no such file or folder: {t}/missing.safetensors"),
+    (lambda t, b, s: ["distill", "--data", str(b["x"]), "--out", str(t)],
+     "depth-kd distill: error: mode kd_x needs a teacher (--teacher / distill.teacher)"),
+    (lambda t, b, s: ["eval", "--model", str(t / "none.safetensors"), "--data", str(b["x"])],
+     "depth-kd eval: error: {t}/none.safetensors: no such file"),
+    (lambda t, b, s: ["export", "--model", str(s)],
+     "depth-kd export: error: nothing to do: give --onnx OUT and/or --fp16-safetensors OUT"),
+    (lambda t, b, s: ["train-teacher", "--data", str(b["x"]), "--out", str(t), "--set", "optim.lr=fast"],
+     "depth-kd train-teacher: error: --set optim.lr=fast: optim.lr must be float, got 'fast'"),
+])
+def test_bad_input_gives_one_error_line_and_exit_code_2(tmp_path, bags, student, capsys, make_args, message):
+    assert main(make_args(tmp_path, bags, student)) == 2
+    captured = capsys.readouterr()
+    assert captured.err.strip() == message.format(t=tmp_path)
+    assert captured.out == ""
+
+
+def test_corrupt_training_state_is_named(tmp_path, bags, capsys):
+    (tmp_path / "state.safetensors").write_bytes(b"\x00" * 100)
+    args = ["train-teacher", "--data", str(bags["x"]), "--out", str(tmp_path), "--steps", "1", "--set", TINY,
+            "--arch", "mobilenetv2_mff", *SMALL]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [err[0]] and err[0].startswith(f"depth-kd train-teacher: error: {tmp_path}/state.safetensors: "
+                                                 "corrupt or unreadable training state")
+    assert "--no-resume" in err[0]
+
+
+@pytest.mark.parametrize("size", ["64x50", "64", "axb", "0x64"])
+def test_bad_size_is_an_argparse_error(size, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train-teacher", "--data", "x", "--size", size])
+    assert exit_info.value.code == 2
+    assert "argument --size:" in capsys.readouterr().err
+
+
+def test_commands_plug_into_another_parser():
+    parser = argparse.ArgumentParser(prog="depth-kd")
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    add_train_commands(sub)
+    args = parser.parse_args(["distill", "--teacher", "t", "--data", "a", "b", "--aux", "u", "--mode", "kd_u"])
+    assert (args.data, args.aux, args.mode) == (["a", "b"], ["u"], "kd_u") and callable(args.handler)
+    assert set(sub.choices) == {"train-teacher", "distill", "eval", "export"}
