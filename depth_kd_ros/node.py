@@ -38,6 +38,7 @@ from depth_kd_ros.stats import FrameStats
 
 DEFAULT_WEIGHTS = Path(__file__).resolve().parent / "weights" / "student_default.safetensors"
 BAD_INPUT_LOG_PERIOD_S = 5.0
+SUBSCRIBER_CHECK_PERIOD_S = 0.5
 
 
 class DepthNode(Node):
@@ -73,20 +74,32 @@ class DepthNode(Node):
         self.pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
 
         # Depth 1: the middleware keeps no backlog either.
-        in_qos = QoSProfile(
+        self._in_qos = QoSProfile(
             depth=1,
             reliability=(ReliabilityPolicy.RELIABLE if self.params.input_reliability == "reliable"
                          else qos_profile_sensor_data.reliability),
         )
-        if self.params.image_transport == "compressed":
-            self.create_subscription(CompressedImage, "image_raw/compressed", self._on_image, in_qos)
-        else:
-            self.create_subscription(Image, "image_raw", self._on_image, in_qos)
-        self.create_subscription(CameraInfo, "camera_info", self._on_camera_info, in_qos)
+        self.create_subscription(CameraInfo, "camera_info", self._on_camera_info, self._in_qos)
+        self._image_sub = None
+        self._update_image_subscription()
+        self.create_timer(SUBSCRIBER_CHECK_PERIOD_S, self._update_image_subscription)
         self.create_timer(self.params.diagnostics_period, self._publish_diagnostics)
 
         self._worker = threading.Thread(target=self._work_loop, name="depth_worker", daemon=True)
         self._worker.start()
+
+    def _update_image_subscription(self) -> None:
+        """Subscribe to images only while someone listens to an output, as depth_image_proc does."""
+        wanted = self._outputs_wanted()
+        if wanted and self._image_sub is None:
+            if self.params.image_transport == "compressed":
+                self._image_sub = self.create_subscription(
+                    CompressedImage, "image_raw/compressed", self._on_image, self._in_qos)
+            else:
+                self._image_sub = self.create_subscription(Image, "image_raw", self._on_image, self._in_qos)
+        elif not wanted and self._image_sub is not None:
+            self.destroy_subscription(self._image_sub)
+            self._image_sub = None
 
     # --- callbacks: cheap, never block -------------------------------------------------------------------
     def _on_image(self, msg: Image | CompressedImage) -> None:
@@ -120,7 +133,7 @@ class DepthNode(Node):
 
     def process(self, msg: Image | CompressedImage) -> None:
         """Decode, infer and publish one frame: the whole per-frame path, top to bottom."""
-        if not self._outputs_wanted():
+        if not self._outputs_wanted():  # the last subscriber left since this frame arrived
             return
         try:
             if isinstance(msg, CompressedImage):

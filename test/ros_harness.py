@@ -116,12 +116,17 @@ class Peer:
         self._lock = threading.Lock()
         self._arrived = threading.Condition(self._lock)  # wakes wait_for as soon as a message lands
         for topic in subscribe:
-            self.node.create_subscription(OUTPUTS[topic], topic, self._collector(topic), reliable)
+            self.listen(topic)
         self.node.create_subscription(DiagnosticArray, "/diagnostics", self._collector("/diagnostics"), 10)
         self.executor = SingleThreadedExecutor(context=self.context)
         self.executor.add_node(self.node)
         self._thread = threading.Thread(target=self.executor.spin, daemon=True)
         self._thread.start()
+
+    def listen(self, topic: str) -> None:
+        """Record every message on output `topic` (reliable QoS, as RViz subscribes)."""
+        reliable = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+        self.node.create_subscription(OUTPUTS[topic], topic, self._collector(topic), reliable)
 
     def _collector(self, topic: str):
         def collect(msg) -> None:
@@ -176,10 +181,16 @@ class Peer:
             return None
         return self.by_stamp(topic, msg.header.stamp)[0]
 
+    def _statuses(self) -> list:
+        return [s for m in self.messages("/diagnostics") for s in m.status if s.name == self.status_name]
+
     def latest_diagnostics(self) -> dict[str, str]:
-        msgs = self.messages("/diagnostics")
-        statuses = [s for m in msgs for s in m.status if s.name == self.status_name]
+        statuses = self._statuses()
         return {kv.key: kv.value for kv in statuses[-1].values} if statuses else {}
+
+    def latest_diagnostics_message(self) -> str:
+        statuses = self._statuses()
+        return statuses[-1].message if statuses else ""
 
     def close(self) -> None:
         self.executor.shutdown()

@@ -184,19 +184,24 @@ def test_parameters_reject_invalid_runtime_changes(raw_node):
     assert _set_parameter(peer, "max_depth", 0.0) == (True, "")
 
 
-def test_no_subscribers_means_no_work(tmp_path, tiny_checkpoint):
+def test_images_are_subscribed_only_while_an_output_has_subscribers(tmp_path, tiny_checkpoint):
     node = NodeProcess({"model_path": tiny_checkpoint, "device": "cpu", "diagnostics_period": 0.3},
                        tmp_path / "idle.log", namespace="/idle")
     peer = Peer(name="idle_peer", subscribe=(), namespace="/idle")
     try:
-        assert peer.wait_for(lambda: peer.pub_image.get_subscription_count() > 0, 60), node.log()
+        assert peer.wait_for(lambda: peer.node.count_publishers("depth/image") > 0, 60), node.log()
+        assert peer.wait_for(lambda: "idle" in peer.latest_diagnostics_message(), 10)
         for _ in range(5):
             peer.pub_image.publish(make_image(_frame(), stamp_of(time.time())))
             time.sleep(0.1)
-        assert peer.wait_for(lambda: int(peer.latest_diagnostics().get("frames in", "0")) >= 3, 10)
-        diagnostics = peer.latest_diagnostics()
-        assert diagnostics["frames out"] == "0"
-        assert "inference latency mean (ms)" in diagnostics
+        assert peer.pub_image.get_subscription_count() == 0
+        assert peer.latest_diagnostics()["frames in"] == "0"
+
+        # Someone starts listening: the node subscribes and answers.
+        peer.listen("depth/image")
+        assert peer.wait_for(lambda: peer.pub_image.get_subscription_count() > 0, 10), node.log()
+        time.sleep(0.3)
+        assert peer.send_and_wait(make_image(_frame(), stamp_of(time.time()))) is not None, node.log()
     finally:
         peer.close()
         node.stop()
