@@ -21,11 +21,11 @@ TEST=("$RUNS"/data/test_indoor_s*)
 COMMON=(--size 96x128 --batch-size 8 --num-workers 1 --lr 3e-4 --set optim.warmup_steps=200
         --set run.eval_every=1000 --set run.checkpoint_every=500 --eval-data "${TEST[@]}")
 
-$KD train-teacher --config training/configs/teacher.yaml --data "${X[@]}" --steps 3000 \
+$KD train-teacher --config training/configs/teacher.yaml --data "${X[@]}" --steps 2000 \
     --out "$RUNS/teacher" "${COMMON[@]}"
 TEACHER="$RUNS/teacher/final.safetensors"
 
-STUDENT_STEPS=${STUDENT_STEPS:-2000}
+STUDENT_STEPS=${STUDENT_STEPS:-1500}
 for mode in supervised kd_x kd_u kd_xu; do
   $KD distill --config training/configs/distill.yaml --teacher "$TEACHER" --mode "$mode" \
       --data "${X[@]}" --aux "${U[@]}" --steps "$STUDENT_STEPS" --out "$RUNS/student_$mode" \
