@@ -20,9 +20,11 @@ from typing import Any
 from depth_kd.config import ConfigError, TrainConfig, load_config, parse_size
 from depth_kd.data import DataError
 from depth_kd.distributed import setup, teardown
+from depth_kd.evaluate import evaluate_checkpoint
 from depth_kd.export import DEFAULT_OPSET, ExportError, export_fp16, export_onnx
 from depth_kd.metrics import METRIC_NAMES
-from depth_kd.trainer import Trainer, TrainStateError, evaluate_checkpoint
+from depth_kd.train_state import TrainStateError
+from depth_kd.trainer import Trainer
 from depth_kd_ros.checkpoint import CheckpointError
 
 logger = logging.getLogger(__name__)
