@@ -9,9 +9,7 @@ unpickled. Resuming with settings other than :data:`RESUMABLE_CHANGES` is refuse
 from __future__ import annotations
 
 import json
-import os
 import random
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +22,7 @@ from torch import nn
 from depth_kd.config import TrainConfig
 from depth_kd.metrics import json_metrics
 from depth_kd.train_data import Stream
+from depth_kd_ros.checkpoint import write_atomically
 
 STATE_NAME = "state.safetensors"
 STATE_FORMAT = "depth_kd.train_state/1"
@@ -72,15 +71,7 @@ def save_train_state(path: Path, config: TrainConfig, model: nn.Module, optimize
     meta = {"config": config.to_dict(), "param_groups": optim["param_groups"], "optim_scalars": scalars, **extra}
     data = safetensors.torch.save(tensors, metadata={"format": STATE_FORMAT, "state": json.dumps(meta)})
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        with tmp.open("xb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    write_atomically(path, data)
 
 
 def load_train_state(path: Path, config: TrainConfig, model: nn.Module,
