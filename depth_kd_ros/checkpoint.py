@@ -133,8 +133,14 @@ def save_checkpoint(
         name: (t.detach().to("cpu", dtype) if t.is_floating_point() else t.detach().cpu()).contiguous()
         for name, t in state.items()
     }
-    data = save(tensors, metadata={"format": FORMAT, "info": info.to_json()})
+    write_atomically(path, save(tensors, metadata={"format": FORMAT, "info": info.to_json()}))
 
+
+def write_atomically(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a synced temp file in the same folder and a rename.
+
+    Readers see the old file or the new one, never a partial write; the temp file never outlives a failure.
+    """
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
     try:
         with tmp.open("xb") as f:

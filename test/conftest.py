@@ -16,7 +16,9 @@ os.environ.setdefault(
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data" / "real"
 
-# The ROS test harness (ros_harness.py) sits next to the tests.
+# Test helpers sit next to the tests: the ROS test harness (ros_harness.py) here, the rosbag2 writer of the
+# training tests (bag_writer.py) in training/.
+sys.path.insert(0, str(Path(__file__).resolve().parent / "training"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 

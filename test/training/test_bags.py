@@ -9,8 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from rosbags.rosbag2 import StoragePlugin, Writer
-from rosbags.typesys import Stores, get_typestore
+from bag_writer import COMPRESSED, IMAGE, INFO, image_msg, info_msg, write_bag
 
 from depth_kd.data.bags import BagError, BagSource, bag_topics, find_bags
 
@@ -18,69 +17,12 @@ SHARED_DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "
 BAGS = SHARED_DATA / "bags"
 needs_bags = pytest.mark.skipif(not BAGS.is_dir(), reason=f"real sample bags not found at {BAGS}")
 
-TS = get_typestore(Stores.ROS2_JAZZY)
-IMAGE, COMPRESSED, INFO = (
-    "sensor_msgs/msg/Image",
-    "sensor_msgs/msg/CompressedImage",
-    "sensor_msgs/msg/CameraInfo",
-)
-STORAGES = {"mcap": StoragePlugin.MCAP, "sqlite3": StoragePlugin.SQLITE3}
 COMPRESSED_TOPIC = "/raspicam_node/image/compressed"
 ARUCO_IMAGES_K = (1014.34310338, 1011.69373184, 637.24637081, 469.56637799)  # fx fy cx cy, 1280x960
 ARUCO_MARKER_K = (1276.70461834, 1274.34283128, 634.88765092, 379.83180289)  # 1280x720
 
 
-# ---- writing small real bags ---------------------------------------------------------------------
-
-
-def _header(stamp_ns: int) -> object:
-    stamp = TS.types["builtin_interfaces/msg/Time"](sec=stamp_ns // 10**9, nanosec=stamp_ns % 10**9)
-    return TS.types["std_msgs/msg/Header"](stamp=stamp, frame_id="camera")
-
-
-def image_msg(stamp_ns: int, encoding: str, pixels: np.ndarray) -> object:
-    """A sensor_msgs/Image holding ``pixels`` (H x W or H x W x C, uint8/uint16/float32), little-endian."""
-    height, width = pixels.shape[:2]
-    data = np.ascontiguousarray(pixels).view(np.uint8).reshape(-1)
-    return TS.types[IMAGE](
-        header=_header(stamp_ns),
-        height=height,
-        width=width,
-        encoding=encoding,
-        is_bigendian=0,
-        step=data.size // height,
-        data=data,
-    )
-
-
-def info_msg(stamp_ns: int, fx: float, width: int = 32, height: int = 24) -> object:
-    k = np.array([fx, 0, width / 2, 0, fx, height / 2, 0, 0, 1], dtype=np.float64)
-    p = np.array([fx, 0, width / 2, 0, 0, fx, height / 2, 0, 0, 0, 1, 0], dtype=np.float64)
-    roi = TS.types["sensor_msgs/msg/RegionOfInterest"](x_offset=0, y_offset=0, height=0, width=0, do_rectify=False)
-    return TS.types[INFO](
-        header=_header(stamp_ns),
-        height=height,
-        width=width,
-        distortion_model="plumb_bob",
-        d=np.zeros(5),
-        k=k,
-        r=np.eye(3).reshape(-1),
-        p=p,
-        binning_x=0,
-        binning_y=0,
-        roi=roi,
-    )
-
-
-def write_bag(path: Path, storage: str, messages: list[tuple[str, str, int, object]]) -> Path:
-    """Write ``(topic, type, receive_ns, message)`` tuples (in the given order) to a rosbag2 at ``path``."""
-    with Writer(path, version=9, storage_plugin=STORAGES[storage]) as writer:
-        connections = {}
-        for topic, msgtype, receive_ns, msg in messages:
-            if topic not in connections:
-                connections[topic] = writer.add_connection(topic, msgtype, typestore=TS)
-            writer.write(connections[topic], receive_ns, TS.serialize_cdr(msg, msgtype))
-    return path
+# ---- test images ---------------------------------------------------------------------------------
 
 
 def pattern(height: int = 24, width: int = 32) -> np.ndarray:

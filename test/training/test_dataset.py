@@ -8,8 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from rosbags.rosbag2 import StoragePlugin, Writer
-from rosbags.typesys import Stores, get_typestore
+from bag_writer import IMAGE, image_msg, write_bag
 from torch.utils.data import DataLoader
 
 from depth_kd.data import BagSource, EpochSampler, FrameDataset, ImageFolder, TrainingTransform, find_bags
@@ -17,44 +16,24 @@ from depth_kd.data.dataset import resize_and_crop
 
 SHARED_DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "real"
 needs_data = pytest.mark.skipif(not SHARED_DATA.is_dir(), reason=f"real sample data not found at {SHARED_DATA}")
-TS = get_typestore(Stores.ROS2_JAZZY)
 
 
-def _image(stamp_ns: int, encoding: str, pixels: np.ndarray) -> object:
-    stamp = TS.types["builtin_interfaces/msg/Time"](sec=stamp_ns // 10**9, nanosec=stamp_ns % 10**9)
-    header = TS.types["std_msgs/msg/Header"](stamp=stamp, frame_id="camera")
-    data = np.ascontiguousarray(pixels).view(np.uint8).reshape(-1)
-    height, width = pixels.shape[:2]
-    return TS.types["sensor_msgs/msg/Image"](
-        header=header,
-        height=height,
-        width=width,
-        encoding=encoding,
-        is_bigendian=0,
-        step=data.size // height,
-        data=data,
-    )
-
-
-def write_rgbd_bag(path: Path, storage: StoragePlugin, frames: int, first_s: int) -> Path:
+def write_rgbd_bag(path: Path, storage: str, frames: int, first_s: int) -> Path:
     """``frames`` bgr8 images at 10 Hz with a 16UC1 depth at the same stamps; pixel value = frame number."""
-    with Writer(path, version=9, storage_plugin=storage) as writer:
-        rgb = writer.add_connection("/cam/color", "sensor_msgs/msg/Image", typestore=TS)
-        depth = writer.add_connection("/cam/depth", "sensor_msgs/msg/Image", typestore=TS)
-        for i in range(frames):
-            stamp = first_s * 10**9 + i * 10**8
-            color = _image(stamp, "bgr8", np.full((48, 64, 3), i, dtype=np.uint8))
-            writer.write(rgb, stamp, TS.serialize_cdr(color, "sensor_msgs/msg/Image"))
-            mm = _image(stamp, "16UC1", np.full((48, 64), 1000 + i, dtype=np.uint16))
-            writer.write(depth, stamp, TS.serialize_cdr(mm, "sensor_msgs/msg/Image"))
-    return path
+    messages = []
+    for i in range(frames):
+        stamp = first_s * 10**9 + i * 10**8
+        color = image_msg(stamp, "bgr8", np.full((48, 64, 3), i, dtype=np.uint8))
+        mm = image_msg(stamp, "16UC1", np.full((48, 64), 1000 + i, dtype=np.uint16))
+        messages += [("/cam/color", IMAGE, stamp, color), ("/cam/depth", IMAGE, stamp, mm)]
+    return write_bag(path, storage, messages)
 
 
 @pytest.fixture
 def written_bags(tmp_path: Path) -> list[BagSource]:
     bags = [
-        write_rgbd_bag(tmp_path / "a", StoragePlugin.MCAP, 5, first_s=10),
-        write_rgbd_bag(tmp_path / "b", StoragePlugin.SQLITE3, 7, first_s=20),
+        write_rgbd_bag(tmp_path / "a", "mcap", 5, first_s=10),
+        write_rgbd_bag(tmp_path / "b", "sqlite3", 7, first_s=20),
     ]
     return [BagSource(bag, "/cam/color", depth_topic="/cam/depth") for bag in bags]
 

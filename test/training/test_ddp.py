@@ -15,7 +15,7 @@ import torch
 from depth_kd.data import FrameDataset, TrainingTransform
 from depth_kd.metrics import DepthMetricAccumulator
 from depth_kd.render.record import record_sequence
-from depth_kd.trainer import open_sources
+from depth_kd.train_data import open_sources
 from depth_kd_ros.checkpoint import load_checkpoint
 
 TORCHRUN = Path(sys.executable).with_name("torchrun")

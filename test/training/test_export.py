@@ -13,7 +13,7 @@ from safetensors import safe_open
 from depth_kd import export
 from depth_kd.config import DistillConfig
 from depth_kd.export import ExportError, export_fp16, export_onnx, onnx_model_info
-from depth_kd.trainer import load_teacher
+from depth_kd.teacher_setup import load_teacher
 from depth_kd_ros.checkpoint import ModelInfo, save_checkpoint
 from depth_kd_ros.inference import DepthEstimator
 from depth_kd_ros.models import build_model

@@ -13,7 +13,8 @@ from safetensors.torch import load_file
 
 from depth_kd.config import ConfigError, TrainConfig
 from depth_kd.render.record import record_sequence
-from depth_kd.trainer import STATE_NAME, Trainer, TrainStateError
+from depth_kd.train_state import STATE_NAME, TrainStateError
+from depth_kd.trainer import Trainer
 from depth_kd_ros.checkpoint import ModelInfo, load_checkpoint, save_checkpoint
 from depth_kd_ros.models import build_model
 

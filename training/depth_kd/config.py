@@ -18,14 +18,12 @@ from typing import Any
 
 import yaml
 
-from depth_kd.losses import LOSSES
-from depth_kd_ros.models import ARCHITECTURES
-
 MODES = ("supervised", "kd_x", "kd_u", "kd_xu")
 SCHEDULES = ("cosine", "poly", "constant")
 TEACHER_KINDS = ("auto", "mff", "hf", "onnx")
 TEACHER_OUTPUTS = ("auto", "metric", "relative_inverse")
 RESUME = ("auto", "always", "never")
+DEFAULT_OPSET = 17  # lowest ONNX opset ``depth-kd export`` writes (here, not in export.py: the CLI parser needs it)
 
 
 class ConfigError(ValueError):
@@ -160,6 +158,10 @@ class TrainConfig:
 
     def validate(self) -> None:
         """Check values that depend on each other; resolve data paths to absolute. Raises ConfigError."""
+        # Imported here, not at the top: they bring torch, and the CLI parser imports this module.
+        from depth_kd.losses import LOSSES
+        from depth_kd_ros.models import ARCHITECTURES
+
         m, d, o, k, r = self.model, self.data, self.optim, self.distill, self.run
         if m.arch not in ARCHITECTURES:
             raise ConfigError(f"model.arch {m.arch!r} is unknown; known: {', '.join(sorted(ARCHITECTURES))}")

@@ -18,13 +18,13 @@ import onnx
 import onnxruntime as ort
 import torch
 
+from depth_kd.config import DEFAULT_OPSET
 from depth_kd_ros.checkpoint import FORMAT, CheckpointError, ModelInfo, load_checkpoint, save_checkpoint
 
 logger = logging.getLogger(__name__)
 
 METADATA_KEY = "depth_kd_ros.model_info"
 FORMAT_KEY = "depth_kd_ros.format"
-DEFAULT_OPSET = 17
 
 
 class ExportError(RuntimeError):

@@ -12,6 +12,8 @@ report on.
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 METRIC_NAMES = ("abs_rel", "sq_rel", "rmse", "rmse_log", "log10", "d1", "d2", "d3")
@@ -109,3 +111,8 @@ def depth_metrics(
     acc = DepthMetricAccumulator(min_depth, max_depth)
     acc.update(pred, gt, mask)
     return acc.compute()
+
+
+def json_metrics(metrics: dict[str, float] | None) -> dict[str, float | None] | None:
+    """Metrics with NaN as None, so they fit in JSON."""
+    return None if metrics is None else {k: (v if math.isfinite(v) else None) for k, v in metrics.items()}

@@ -6,6 +6,9 @@ shortcuts for the common keys and win over both. Training commands print the fin
 last line of stdout; logs and progress go to stderr. Bad input exits with 2 and one ``error:`` line.
 
 Also runnable as ``python -m depth_kd.train_commands <command> ...`` (and under ``torchrun``).
+
+Building the parser is cheap: torch and everything that imports it (trainer, export, teachers, data) are
+imported by the handlers, so ``depth-kd --help`` does not pay for them.
 """
 
 from __future__ import annotations
@@ -17,17 +20,27 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from depth_kd.config import ConfigError, TrainConfig, load_config, parse_size
-from depth_kd.data import DataError
-from depth_kd.distributed import setup, teardown
-from depth_kd.export import DEFAULT_OPSET, ExportError, export_fp16, export_onnx
-from depth_kd.metrics import METRIC_NAMES
-from depth_kd.trainer import Trainer, TrainStateError, evaluate_checkpoint
-from depth_kd_ros.checkpoint import CheckpointError
+from depth_kd.config import (
+    DEFAULT_OPSET,
+    MODES,
+    TEACHER_KINDS,
+    TEACHER_OUTPUTS,
+    ConfigError,
+    TrainConfig,
+    load_config,
+    parse_size,
+)
 
 logger = logging.getLogger(__name__)
 
-INPUT_ERRORS = (ConfigError, DataError, CheckpointError, TrainStateError, FileNotFoundError)
+
+def input_errors() -> tuple[type[Exception], ...]:
+    """The exceptions that mean bad input (exit code 2); imported on use, as they come with torch."""
+    from depth_kd.data import DataError
+    from depth_kd.train_state import TrainStateError
+    from depth_kd_ros.checkpoint import CheckpointError
+
+    return ConfigError, DataError, CheckpointError, TrainStateError, FileNotFoundError
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -91,11 +104,10 @@ def add_train_commands(subparsers: argparse._SubParsersAction) -> None:
     _training_flags(p)
     p.add_argument("--teacher", metavar="PATH", help="node checkpoint, transformers folder or .onnx")
     p.add_argument("--aux", nargs="+", metavar="BAG", help="auxiliary bags U (images only)")
-    p.add_argument("--mode", choices=("supervised", "kd_x", "kd_u", "kd_xu"),
-                   help="default: kd_xu with --aux, else kd_x")
+    p.add_argument("--mode", choices=MODES, help="default: kd_xu with --aux, else kd_x")
     p.add_argument("--aux-share", type=float, help="share of each kd_xu batch drawn from U (default 0.5)")
-    p.add_argument("--teacher-kind", choices=("auto", "mff", "hf", "onnx"), help="default: from the path")
-    p.add_argument("--teacher-output", choices=("auto", "metric", "relative_inverse"),
+    p.add_argument("--teacher-kind", choices=TEACHER_KINDS, help="default: from the path")
+    p.add_argument("--teacher-output", choices=TEACHER_OUTPUTS,
                    help="what the teacher outputs (default: from the model; required for plain ONNX)")
     p.add_argument("--kd-weight", type=float, help="weight of the distillation loss")
     p.add_argument("--gt-weight", type=float, help="weight of the ground-truth loss")
@@ -130,9 +142,12 @@ def _guarded(handler: Callable[[argparse.Namespace], int], name: str) -> Callabl
     """Turn bad input into one ``error:`` line on stderr and exit code 2 (failed export: 1)."""
 
     def run(args: argparse.Namespace) -> int:
+        from depth_kd.export import ExportError
+
+        bad_input = input_errors()
         try:
             return handler(args)
-        except INPUT_ERRORS as err:
+        except bad_input as err:
             print(f"depth-kd {name}: error: {err}", file=sys.stderr)
             return 2
         except ExportError as err:
@@ -143,6 +158,9 @@ def _guarded(handler: Callable[[argparse.Namespace], int], name: str) -> Callabl
 
 
 def _train(args: argparse.Namespace, preset: dict[str, Any]) -> int:
+    from depth_kd.distributed import setup, teardown
+    from depth_kd.trainer import Trainer
+
     config = load_config(args.config, args.set, _values(args), preset)
     config.validate()
     try:
@@ -171,6 +189,9 @@ def _distill(args: argparse.Namespace) -> int:
 
 
 def _eval(args: argparse.Namespace) -> int:
+    from depth_kd.evaluate import evaluate_checkpoint
+    from depth_kd.metrics import METRIC_NAMES
+
     metrics = evaluate_checkpoint(args.model, args.data, args.depth_topic, args.image_topic, args.size,
                                   args.device, args.max_frames)
     if args.json:
@@ -183,6 +204,8 @@ def _eval(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
+    from depth_kd.export import export_fp16, export_onnx
+
     if not args.onnx and not args.fp16_safetensors:
         raise ConfigError("nothing to do: give --onnx OUT and/or --fp16-safetensors OUT")
     if args.opset < DEFAULT_OPSET:

@@ -1,12 +1,12 @@
 """The training loop: supervised (ground truth) and distillation (teacher) runs of any registry architecture.
 
-:class:`Trainer` only orchestrates. Models come from the registry, frames from ``depth_kd.data``, targets
-from the bags' depth and from ``depth_kd.teachers`` (through the on-disk cache), losses and metrics from
-``losses.py`` / ``metrics.py``, and DDP plumbing from ``distributed.py``. Below the class, in this order:
-ImageNet encoder initialisation (:func:`load_encoder_weights`), teacher set-up (:func:`load_teacher`,
-:func:`make_metric`), the resumable training state (:func:`save_train_state`, :func:`load_train_state`:
-safetensors tensors + JSON, written atomically, never unpickled) and :func:`evaluate_checkpoint`, which
-scores a finished node checkpoint through the node's own inference path.
+:class:`Trainer` only orchestrates. Models come from the registry, frames from ``train_data.py`` (bags
+opened per the config, resumable per-rank streams), targets from the bags' depth and from the teacher
+that ``teacher_setup.py`` builds (made metric, behind the on-disk cache), losses and metrics from
+``losses.py`` / ``metrics.py``, the resumable state from ``train_state.py`` and DDP plumbing from
+``distributed.py``. Finished checkpoints are scored by ``evaluate.py``. Below the class: the learning-rate
+schedule (:func:`lr_factor`), provenance (:func:`git_revision`) and ImageNet encoder initialisation
+(:func:`load_encoder_weights`).
 
 One optimiser step = ``optim.grad_accum`` micro-batches. A micro-batch holds ``batch_size`` frames: all
 from X (supervised, kd_x), all from U (kd_u), or ``round(aux_share * batch_size)`` from U and the rest
@@ -26,19 +26,14 @@ from __future__ import annotations
 
 import contextlib
 import datetime
-import json
 import logging
 import math
-import os
 import random
 import subprocess
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import safetensors
 import safetensors.torch
 import torch
 import yaml
@@ -50,89 +45,23 @@ from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from depth_kd import __version__
-from depth_kd.config import ConfigError, DistillConfig, TrainConfig
-from depth_kd.data import BagSource, EpochSampler, FrameDataset, TrainingTransform, bag_topics, resize_and_crop
-from depth_kd.data.bags import COMPRESSED_IMAGE, IMAGE
+from depth_kd.config import ConfigError, TrainConfig
+from depth_kd.data import FrameDataset, TrainingTransform
 from depth_kd.distributed import DistContext, all_reduce_sum, barrier
 from depth_kd.losses import build_loss
-from depth_kd.metrics import METRIC_NAMES, DepthMetricAccumulator
-from depth_kd.teachers import (
-    CacheKey,
-    MffTeacher,
-    ScaledTeacher,
-    Teacher,
-    TeacherCache,
-    fit_global_scale_shift,
-    predict_cached,
-)
+from depth_kd.metrics import METRIC_NAMES, DepthMetricAccumulator, json_metrics
+from depth_kd.teacher_setup import open_teacher
+from depth_kd.teachers import CacheKey, predict_cached
+from depth_kd.train_data import Stream, open_sources
+from depth_kd.train_state import STATE_NAME, load_train_state, loop_state, restore_loop_state, save_train_state
 from depth_kd_ros.checkpoint import IMAGENET_MEAN, IMAGENET_STD, ModelInfo, save_checkpoint
 from depth_kd_ros.image_codec import colorize_depth
-from depth_kd_ros.inference import DepthEstimator
 from depth_kd_ros.models import build_model
 
 logger = logging.getLogger(__name__)
 
 FINAL_NAME = "final.safetensors"
-STATE_NAME = "state.safetensors"
 _IMAGES_SHOWN = 4
-
-
-def pick_image_topic(path: str | Path, topic: str | None, depth_topic: str | None) -> str | None:
-    """``topic``, or else the bag's only image topic that is not ``depth_topic`` (None: let BagSource decide)."""
-    if topic is not None:
-        return topic
-    images = [name for name, (kind, _) in bag_topics(path).items()
-              if kind in (IMAGE, COMPRESSED_IMAGE) and name != depth_topic]
-    return images[0] if len(images) == 1 else None
-
-
-def open_sources(paths: list[str], config: TrainConfig, depth_topic: str | None) -> list[BagSource]:
-    """One :class:`BagSource` per bag; with ``depth_topic`` only frames that have depth are kept."""
-    d = config.data
-    return [BagSource(p, pick_image_topic(p, d.image_topic, d.depth_topic), depth_topic=depth_topic,
-                      camera_info_topic=d.camera_info_topic, stride=d.stride, depth_tolerance_s=d.depth_tolerance_s,
-                      require_depth=depth_topic is not None)
-            for p in paths]
-
-
-class Stream:
-    """Endless, resumable batches of one dataset: epochs of an :class:`EpochSampler`, sharded by rank.
-
-    ``position`` counts the frames this rank has consumed in the current epoch, so a resumed stream replays
-    exactly the rest of the epoch (DataLoader prefetching does not count).
-    """
-
-    def __init__(self, dataset: FrameDataset, batch_size: int, seed: int, ctx: DistContext,
-                 num_workers: int, pin_memory: bool) -> None:
-        if len(dataset) == 0:
-            raise ConfigError(f"no usable frames in {[s.source for s in dataset.sources]}")
-        self.dataset, self.batch_size, self.seed = dataset, batch_size, seed
-        self.sampler = EpochSampler(len(dataset), seed=seed, rank=ctx.rank, world_size=ctx.world_size)
-        self.num_workers, self.pin_memory = num_workers, pin_memory
-        self.epoch, self.position = 0, 0
-        self._batches: Iterator[dict] | None = None
-
-    def next(self) -> dict[str, Any]:
-        """The next batch (a new epoch starts when this one is used up)."""
-        for _ in range(2):
-            if self._batches is None:
-                self.sampler.set_epoch(self.epoch, start=self.position)
-                loader = DataLoader(self.dataset, self.batch_size, sampler=self.sampler,
-                                    num_workers=self.num_workers, pin_memory=self.pin_memory,
-                                    generator=torch.Generator().manual_seed(self.seed + self.epoch))
-                self._batches = iter(loader)
-            batch = next(self._batches, None)
-            if batch is not None:
-                self.position += len(batch["key"])
-                return batch
-            self._batches, self.epoch, self.position = None, self.epoch + 1, 0
-        raise RuntimeError("empty epoch")  # unreachable: datasets are non-empty
-
-    def state(self) -> dict[str, int]:
-        return {"epoch": self.epoch, "position": self.position}
-
-    def load_state(self, state: dict[str, int]) -> None:
-        self.epoch, self.position, self._batches = int(state["epoch"]), int(state["position"]), None
 
 
 def lr_factor(step: int, config: TrainConfig) -> float:
@@ -199,7 +128,7 @@ class Trainer:
         self._std = torch.tensor(IMAGENET_STD, device=device).view(1, 3, 1, 1)
 
         self._open_data()
-        self.teacher, self.teacher_record = self._open_teacher()
+        self.teacher, self.teacher_record, self.cache = open_teacher(config, device, self.x_data)
         self.focal_px = self._training_focal()
 
         self._last: tuple[torch.Tensor, torch.Tensor | None, torch.Tensor] | None = None  # for TensorBoard images
@@ -226,17 +155,9 @@ class Trainer:
         logger.info("mode %s: %d X frames, %d U frames, %d eval frames; per micro-batch %d from X, %d from U",
                     mode, len(self.x_data), len(self.u_data), len(self.eval_data), self.n_x, self.n_aux)
 
-    def _open_teacher(self) -> tuple[Teacher | None, dict | None]:
-        k = self.config.distill
-        if k.mode == "supervised":
-            return None, None
-        teacher, record = load_teacher(k, self.device)
-        if teacher.output_kind == "relative_inverse":
-            teacher, fit = make_metric(teacher, self.config, self.x_data)
-            record.update(fit)
-        self.cache = TeacherCache(self.config.cache_dir, teacher.cache_id)
-        record["cache_id"] = teacher.cache_id
-        return teacher, record
+    def _streams(self) -> dict[str, Stream | None]:
+        """The data streams by the names the training state keeps them under."""
+        return {"x": self.x_stream, "u": self.u_stream}
 
     def _training_focal(self) -> float | None:
         """fx (pixels, at the training width) of the training frames: the focal length the scale assumes."""
@@ -263,14 +184,8 @@ class Trainer:
         if not path.exists():
             raise ConfigError(f"--resume: no training state at {path}")
         state = load_train_state(path, self.config, self.net, self.optimizer)
-        self.scheduler.load_state_dict(state["scheduler"])
-        if state["scaler"] and self.amp:  # empty when saved without AMP (e.g. on the CPU)
-            self.scaler.load_state_dict(state["scaler"])
-        for name, stream in (("x", self.x_stream), ("u", self.u_stream)):
-            if stream is not None:
-                stream.load_state(state["streams"][name])
+        restore_loop_state(state, self.scheduler, self.scaler, self.amp, self._streams())
         self.step, self.last_metrics = state["step"], state.get("metrics")
-        _set_rng_state(state["rng"])
         logger.info("resumed from %s at step %d", path, self.step)
 
     # ---- the loop ---------------------------------------------------------------------------------
@@ -435,10 +350,8 @@ class Trainer:
         """Write the resumable training state (rank 0, atomically) and wait for every rank."""
         path = self.out / STATE_NAME
         if self.ctx.is_main:
-            streams = {name: s.state() for name, s in (("x", self.x_stream), ("u", self.u_stream)) if s}
-            save_train_state(path, config=self.config, model=self.net, optimizer=self.optimizer, extra={
-                "step": self.step, "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
-                "streams": streams, "rng": _rng_state(), "metrics": _json_metrics(self.last_metrics)})
+            extra = loop_state(self.step, self.scheduler, self.scaler, self._streams(), self.last_metrics)
+            save_train_state(path, config=self.config, model=self.net, optimizer=self.optimizer, extra=extra)
             logger.info("step %d: training state written to %s", self.step, path)
         barrier(self.ctx)
         return path
@@ -451,7 +364,7 @@ class Trainer:
             "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "config": c.to_dict(), "steps": self.step, "world_size": self.ctx.world_size,
             "frames": {"train": len(self.x_data), "aux": len(self.u_data), "eval": len(self.eval_data)},
-            "teacher": self.teacher_record, "eval": _json_metrics(self.last_metrics),
+            "teacher": self.teacher_record, "eval": json_metrics(self.last_metrics),
         }
         return ModelInfo(arch=m.arch, arch_config=dict(m.arch_config), input_height=m.height, input_width=m.width,
                          mean=IMAGENET_MEAN, std=IMAGENET_STD, min_depth=m.min_depth, max_depth=m.max_depth,
@@ -473,36 +386,10 @@ class Trainer:
 # ---- helpers -------------------------------------------------------------------------------------
 
 
-def _json_metrics(metrics: dict[str, float] | None) -> dict[str, float | None] | None:
-    """Metrics with NaN as None, so they fit in JSON."""
-    return None if metrics is None else {k: (v if math.isfinite(v) else None) for k, v in metrics.items()}
-
-
 def _seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-
-
-def _rng_state() -> dict[str, Any]:
-    """Python, NumPy and torch RNG states as JSON-able values (torch's as byte lists)."""
-    np_state = np.random.get_state()
-    state = {"python": [random.getstate()[0], list(random.getstate()[1]), random.getstate()[2]],
-             "numpy": [np_state[0], np_state[1].tolist(), *(v for v in np_state[2:])],
-             "torch": torch.get_rng_state().tolist()}
-    if torch.cuda.is_available():
-        state["cuda"] = [s.tolist() for s in torch.cuda.get_rng_state_all()]
-    return state
-
-
-def _set_rng_state(state: dict[str, Any]) -> None:
-    version, internal, gauss = state["python"]
-    random.setstate((version, tuple(internal), gauss))
-    name, keys, pos, has_gauss, cached = state["numpy"]
-    np.random.set_state((name, np.array(keys, dtype=np.uint32), pos, has_gauss, cached))
-    torch.set_rng_state(torch.tensor(state["torch"], dtype=torch.uint8))
-    if "cuda" in state and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
-        torch.cuda.set_rng_state_all([torch.tensor(s, dtype=torch.uint8) for s in state["cuda"]])
 
 
 def load_encoder_weights(net: nn.Module, path: Path) -> None:
@@ -526,198 +413,3 @@ def load_encoder_weights(net: nn.Module, path: Path) -> None:
                           "tensors; is it the torchvision ImageNet model for this architecture and width?")
     net.encoder.load_state_dict(matched, strict=False)
     logger.info("encoder initialised from %s (%d tensors)", path, len(matched))
-
-
-# ---- teachers ------------------------------------------------------------------------------------
-
-
-def teacher_kind(path: Path, kind: str) -> str:
-    """``auto`` -> ``hf`` for a folder, ``onnx`` for a .onnx file, else ``mff`` (a node checkpoint)."""
-    if kind != "auto":
-        return kind
-    if path.is_dir():
-        return "hf"
-    return "onnx" if path.suffix == ".onnx" else "mff"
-
-
-def load_teacher(k: DistillConfig, device: torch.device) -> tuple[Teacher, dict[str, Any]]:
-    """The teacher named by ``distill.teacher`` and a provenance record of it."""
-    path = Path(k.teacher or "")
-    if not path.exists():
-        raise ConfigError(f"teacher not found: {path}")
-    kind = teacher_kind(path, k.teacher_kind)
-    output = None if k.teacher_output == "auto" else k.teacher_output
-    if kind == "mff":
-        if output == "relative_inverse":
-            raise ConfigError(f"{path}: a node checkpoint teacher is metric; teacher_output cannot be {output}")
-        teacher: Teacher = MffTeacher(path, device)
-    elif kind == "hf":
-        from depth_kd.teachers.hf import HfTeacher  # transformers is slow to import
-
-        teacher = HfTeacher(path, device, output_kind=output)
-    else:
-        teacher = _onnx_teacher(path, output, device)
-    record = {"path": str(path), "kind": kind, "name": teacher.name, "output_kind": teacher.output_kind,
-              "metric": "native" if teacher.output_kind == "metric" else "fitted"}
-    return teacher, record
-
-
-def _onnx_teacher(path: Path, output: str | None, device: torch.device) -> Teacher:
-    """An ONNX teacher; a model written by ``depth-kd export`` brings its own ModelInfo (metric, mean/std, size)."""
-    import onnxruntime as ort
-
-    from depth_kd.export import onnx_model_info
-    from depth_kd.teachers.onnx import OnnxTeacher
-
-    info = onnx_model_info(path)
-    if output is None and info is None:
-        raise ConfigError(f"{path}: cannot tell whether this ONNX model outputs metric or relative inverse depth; "
-                          "pass --teacher-output metric|relative_inverse")
-    providers = ["CPUExecutionProvider"]
-    if device.type == "cuda" and "CUDAExecutionProvider" in ort.get_available_providers():
-        providers.insert(0, "CUDAExecutionProvider")
-    if info is None:
-        return OnnxTeacher(path, output, device=device, providers=providers)
-    return OnnxTeacher(path, output or "metric", device=device, providers=providers, mean=info.mean, std=info.std,
-                       input_size=(info.input_height, info.input_width))
-
-
-def make_metric(teacher: Teacher, config: TrainConfig, x_data: FrameDataset) -> tuple[Teacher, dict[str, Any]]:
-    """Fit scale/shift of a relative teacher against X's metric depth (``distill.scale_depth_topic``)."""
-    k, d = config.distill, config.data
-    if not d.train:
-        raise ConfigError(f"teacher {teacher.name} outputs relative inverse depth; fitting it to metres needs "
-                          "labeled bags X with a metric depth topic (--data)")
-    topic = k.scale_depth_topic or d.depth_topic
-    data = x_data if topic == d.depth_topic else FrameDataset(open_sources(d.train, config, topic), x_data.transform)
-    if len(data) == 0:
-        raise ConfigError(f"no frames with depth on {topic} in {d.train} to fit the teacher's scale")
-    picks = sorted({int(i) for i in np.linspace(0, len(data) - 1, min(k.scale_fit_frames, len(data)))})
-    pairs = []
-    for start in range(0, len(picks), config.optim.batch_size):
-        samples = [data[i] for i in picks[start : start + config.optim.batch_size]]
-        rel = teacher.predict(torch.stack([s["rgb"] for s in samples]).to(teacher.device)).cpu()
-        pairs += [(rel[j, 0], s["depth"][0]) for j, s in enumerate(samples)]
-    fit = fit_global_scale_shift(pairs, seed=config.run.seed)
-    logger.info("teacher %s made metric: depth = 1 / (%.6g * out + %.6g), %d of %d samples kept, RMS %.4g 1/m",
-                teacher.name, fit.scale, fit.shift, fit.n_inliers, fit.n_samples, fit.rms_inverse)
-    scaled = ScaledTeacher(teacher, fit, max_depth=config.model.max_depth)
-    return scaled, {"scale_shift": fit.to_record(), "fit_frames": len(picks), "fit_topic": topic}
-
-
-# ---- resumable training state --------------------------------------------------------------------
-
-STATE_FORMAT = "depth_kd.train_state/1"
-# Settings that may change between a run and its resumption (they do not alter the weights' path...
-# except optim.steps, which stretches the schedule when raised).
-RESUMABLE_CHANGES = ("optim.steps", "run.eval_every", "run.checkpoint_every", "run.log_every", "run.resume",
-                     "run.device", "data.num_workers", "data.eval", "data.eval_max_frames")
-
-
-class TrainStateError(ValueError):
-    """A training-state file that cannot be resumed from; the message names the file."""
-
-
-def save_train_state(path: Path, config: TrainConfig, model: nn.Module, optimizer: torch.optim.Optimizer,
-                     extra: dict[str, Any]) -> None:
-    """Model + optimiser tensors (safetensors) with the config and ``extra`` (JSON), written atomically."""
-    tensors = {f"model.{n}": t.detach().cpu().contiguous() for n, t in model.state_dict().items()}
-    optim = optimizer.state_dict()
-    scalars = {}
-    for pid, entries in optim["state"].items():
-        for key, value in entries.items():
-            if torch.is_tensor(value):
-                tensors[f"optim.{pid}.{key}"] = value.detach().cpu().contiguous()
-            else:
-                scalars[f"{pid}.{key}"] = value
-    meta = {"config": config.to_dict(), "param_groups": optim["param_groups"], "optim_scalars": scalars, **extra}
-    data = safetensors.torch.save(tensors, metadata={"format": STATE_FORMAT, "state": json.dumps(meta)})
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        with tmp.open("xb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def load_train_state(path: Path, config: TrainConfig, model: nn.Module,
-                     optimizer: torch.optim.Optimizer) -> dict[str, Any]:
-    """Restore model and optimiser from ``path``; returns the JSON part. Raises TrainStateError."""
-    hint = "delete it, or start over with --no-resume / a new --out"
-    try:
-        with safetensors.safe_open(str(path), framework="pt") as f:
-            metadata = f.metadata() or {}
-        if metadata.get("format") != STATE_FORMAT:
-            raise ValueError(f"format tag {metadata.get('format')!r}, expected {STATE_FORMAT!r}")
-        meta = json.loads(metadata["state"])
-        tensors = safetensors.torch.load_file(str(path))
-    except (safetensors.SafetensorError, OSError, ValueError, KeyError) as err:
-        raise TrainStateError(f"{path}: corrupt or unreadable training state ({err}); {hint}") from err
-    changed = _config_changes(meta.get("config", {}), config.to_dict())
-    if changed:
-        raise TrainStateError(f"{path} was written with different settings ({'; '.join(changed)}); resume with "
-                              f"the same settings, or {hint}")
-    state: dict[int, dict[str, Any]] = {}
-    for name, tensor in tensors.items():
-        if name.startswith("optim."):
-            _, pid, key = name.split(".", 2)
-            state.setdefault(int(pid), {})[key] = tensor
-    for name, value in meta["optim_scalars"].items():
-        pid, key = name.split(".", 1)
-        state.setdefault(int(pid), {})[key] = value
-    try:
-        model.load_state_dict({n[len("model."):]: t for n, t in tensors.items() if n.startswith("model.")})
-        optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
-    except (RuntimeError, ValueError, KeyError) as err:
-        raise TrainStateError(f"{path}: does not fit this model/optimiser ({err}); {hint}") from err
-    return meta
-
-
-def _config_changes(saved: dict, current: dict) -> list[str]:
-    flat_saved, flat_current = _flatten(saved), _flatten(current)
-    return [f"{k}: {flat_saved.get(k)!r} -> {flat_current.get(k)!r}"
-            for k in sorted(flat_saved.keys() | flat_current.keys())
-            if k not in RESUMABLE_CHANGES and flat_saved.get(k) != flat_current.get(k)]
-
-
-def _flatten(config: dict) -> dict[str, Any]:
-    return {f"{group}.{key}": value for group, values in config.items() for key, value in values.items()}
-
-
-# ---- evaluating a finished checkpoint ------------------------------------------------------------
-
-
-def evaluate_checkpoint(checkpoint: str | Path, bags: list[str], depth_topic: str, image_topic: str | None = None,
-                        size: tuple[int, int] | None = None, device: str = "auto",
-                        max_frames: int = 0) -> dict[str, Any]:
-    """Metrics of a node-format checkpoint on ``bags`` through the node's own inference path.
-
-    Each frame goes through :class:`~depth_kd_ros.inference.DepthEstimator` exactly as on the robot
-    (resize to the processing size, the camera's fx for the focal rescale, clamp to the depth range),
-    optionally after resizing/cropping the frame to ``size`` (height, width). Returns the metrics of
-    ``metrics.METRIC_NAMES`` pooled over all valid pixels (NaN -> None), plus ``frames`` and ``pixels``.
-    """
-    estimator = DepthEstimator(checkpoint, device=device)
-    info = estimator.info
-    acc = DepthMetricAccumulator(info.min_depth, info.max_depth)
-    frames = 0
-    for bag in bags:
-        topic = pick_image_topic(bag, image_topic, depth_topic)
-        source = BagSource(bag, topic, depth_topic=depth_topic, require_depth=True)
-        for index in range(len(source)):
-            if max_frames and frames >= max_frames:
-                break
-            frame = source.load(index)
-            if size is not None:
-                frame = resize_and_crop(frame, *size)
-            fx = frame["fx"] if math.isfinite(frame["fx"]) else None
-            pred = estimator.predict(frame["rgb"], fx=fx)
-            acc.update(torch.from_numpy(pred), torch.from_numpy(frame["depth"]))
-            frames += 1
-    result: dict[str, Any] = dict(_json_metrics(acc.compute()) or {})
-    result.update(frames=frames, pixels=acc.count)
-    return result

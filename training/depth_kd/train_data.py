@@ -1,0 +1,73 @@
+"""The run's frames: bags opened as the config says, and endless, resumable per-rank batch streams over them."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader
+
+from depth_kd.config import ConfigError, TrainConfig
+from depth_kd.data import BagSource, EpochSampler, FrameDataset, bag_topics
+from depth_kd.data.bags import COMPRESSED_IMAGE, IMAGE
+from depth_kd.distributed import DistContext
+
+
+def pick_image_topic(path: str | Path, topic: str | None, depth_topic: str | None) -> str | None:
+    """``topic``, or else the bag's only image topic that is not ``depth_topic`` (None: let BagSource decide)."""
+    if topic is not None:
+        return topic
+    images = [name for name, (kind, _) in bag_topics(path).items()
+              if kind in (IMAGE, COMPRESSED_IMAGE) and name != depth_topic]
+    return images[0] if len(images) == 1 else None
+
+
+def open_sources(paths: list[str], config: TrainConfig, depth_topic: str | None) -> list[BagSource]:
+    """One :class:`BagSource` per bag; with ``depth_topic`` only frames that have depth are kept."""
+    d = config.data
+    return [BagSource(p, pick_image_topic(p, d.image_topic, d.depth_topic), depth_topic=depth_topic,
+                      camera_info_topic=d.camera_info_topic, stride=d.stride, depth_tolerance_s=d.depth_tolerance_s,
+                      require_depth=depth_topic is not None)
+            for p in paths]
+
+
+class Stream:
+    """Endless, resumable batches of one dataset: epochs of an :class:`EpochSampler`, sharded by rank.
+
+    ``position`` counts the frames this rank has consumed in the current epoch, so a resumed stream replays
+    exactly the rest of the epoch (DataLoader prefetching does not count).
+    """
+
+    def __init__(self, dataset: FrameDataset, batch_size: int, seed: int, ctx: DistContext,
+                 num_workers: int, pin_memory: bool) -> None:
+        if len(dataset) == 0:
+            raise ConfigError(f"no usable frames in {[s.source for s in dataset.sources]}")
+        self.dataset, self.batch_size, self.seed = dataset, batch_size, seed
+        self.sampler = EpochSampler(len(dataset), seed=seed, rank=ctx.rank, world_size=ctx.world_size)
+        self.num_workers, self.pin_memory = num_workers, pin_memory
+        self.epoch, self.position = 0, 0
+        self._batches: Iterator[dict] | None = None
+
+    def next(self) -> dict[str, Any]:
+        """The next batch (a new epoch starts when this one is used up)."""
+        for _ in range(2):
+            if self._batches is None:
+                self.sampler.set_epoch(self.epoch, start=self.position)
+                loader = DataLoader(self.dataset, self.batch_size, sampler=self.sampler,
+                                    num_workers=self.num_workers, pin_memory=self.pin_memory,
+                                    generator=torch.Generator().manual_seed(self.seed + self.epoch))
+                self._batches = iter(loader)
+            batch = next(self._batches, None)
+            if batch is not None:
+                self.position += len(batch["key"])
+                return batch
+            self._batches, self.epoch, self.position = None, self.epoch + 1, 0
+        raise RuntimeError("empty epoch")  # unreachable: datasets are non-empty
+
+    def state(self) -> dict[str, int]:
+        return {"epoch": self.epoch, "position": self.position}
+
+    def load_state(self, state: dict[str, int]) -> None:
+        self.epoch, self.position, self._batches = int(state["epoch"]), int(state["position"]), None

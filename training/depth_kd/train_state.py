@@ -1,0 +1,139 @@
+"""The resumable training state: everything needed to continue a run exactly where it stopped.
+
+One file, ``out/state.safetensors``: model and optimiser tensors as safetensors, and as JSON in its metadata
+the config, the optimiser's scalars and param groups, and the loop's state (step, scheduler, AMP scaler,
+the data streams' positions, Python/NumPy/torch RNG states, last eval metrics). Written atomically; never
+unpickled. Resuming with settings other than :data:`RESUMABLE_CHANGES` is refused (:class:`TrainStateError`).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import safetensors
+import safetensors.torch
+import torch
+from torch import nn
+
+from depth_kd.config import TrainConfig
+from depth_kd.metrics import json_metrics
+from depth_kd.train_data import Stream
+from depth_kd_ros.checkpoint import write_atomically
+
+STATE_NAME = "state.safetensors"
+STATE_FORMAT = "depth_kd.train_state/1"
+# Settings that may change between a run and its resumption (they do not alter the weights' path...
+# except optim.steps, which stretches the schedule when raised).
+RESUMABLE_CHANGES = ("optim.steps", "run.eval_every", "run.checkpoint_every", "run.log_every", "run.resume",
+                     "run.device", "data.num_workers", "data.eval", "data.eval_max_frames")
+
+
+class TrainStateError(ValueError):
+    """A training-state file that cannot be resumed from; the message names the file."""
+
+
+def loop_state(step: int, scheduler: torch.optim.lr_scheduler.LRScheduler, scaler: torch.amp.GradScaler,
+               streams: dict[str, Stream | None], metrics: dict[str, float] | None) -> dict[str, Any]:
+    """The loop's part of the state (JSON-able): ``extra`` for :func:`save_train_state`."""
+    return {"step": step, "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
+            "streams": {name: s.state() for name, s in streams.items() if s is not None},
+            "rng": _rng_state(), "metrics": json_metrics(metrics)}
+
+
+def restore_loop_state(state: dict[str, Any], scheduler: torch.optim.lr_scheduler.LRScheduler,
+                       scaler: torch.amp.GradScaler, amp: bool, streams: dict[str, Stream | None]) -> None:
+    """Put back what :func:`loop_state` saved (the caller takes ``step`` and ``metrics``) and the RNGs."""
+    scheduler.load_state_dict(state["scheduler"])
+    if state["scaler"] and amp:  # empty when saved without AMP (e.g. on the CPU)
+        scaler.load_state_dict(state["scaler"])
+    for name, stream in streams.items():
+        if stream is not None:
+            stream.load_state(state["streams"][name])
+    _set_rng_state(state["rng"])
+
+
+def save_train_state(path: Path, config: TrainConfig, model: nn.Module, optimizer: torch.optim.Optimizer,
+                     extra: dict[str, Any]) -> None:
+    """Model + optimiser tensors (safetensors) with the config and ``extra`` (JSON), written atomically."""
+    tensors = {f"model.{n}": t.detach().cpu().contiguous() for n, t in model.state_dict().items()}
+    optim = optimizer.state_dict()
+    scalars = {}
+    for pid, entries in optim["state"].items():
+        for key, value in entries.items():
+            if torch.is_tensor(value):
+                tensors[f"optim.{pid}.{key}"] = value.detach().cpu().contiguous()
+            else:
+                scalars[f"{pid}.{key}"] = value
+    meta = {"config": config.to_dict(), "param_groups": optim["param_groups"], "optim_scalars": scalars, **extra}
+    data = safetensors.torch.save(tensors, metadata={"format": STATE_FORMAT, "state": json.dumps(meta)})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_atomically(path, data)
+
+
+def load_train_state(path: Path, config: TrainConfig, model: nn.Module,
+                     optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+    """Restore model and optimiser from ``path``; returns the JSON part. Raises TrainStateError."""
+    hint = "delete it, or start over with --no-resume / a new --out"
+    try:
+        with safetensors.safe_open(str(path), framework="pt") as f:
+            metadata = f.metadata() or {}
+        if metadata.get("format") != STATE_FORMAT:
+            raise ValueError(f"format tag {metadata.get('format')!r}, expected {STATE_FORMAT!r}")
+        meta = json.loads(metadata["state"])
+        tensors = safetensors.torch.load_file(str(path))
+    except (safetensors.SafetensorError, OSError, ValueError, KeyError) as err:
+        raise TrainStateError(f"{path}: corrupt or unreadable training state ({err}); {hint}") from err
+    changed = _config_changes(meta.get("config", {}), config.to_dict())
+    if changed:
+        raise TrainStateError(f"{path} was written with different settings ({'; '.join(changed)}); resume with "
+                              f"the same settings, or {hint}")
+    state: dict[int, dict[str, Any]] = {}
+    for name, tensor in tensors.items():
+        if name.startswith("optim."):
+            _, pid, key = name.split(".", 2)
+            state.setdefault(int(pid), {})[key] = tensor
+    for name, value in meta["optim_scalars"].items():
+        pid, key = name.split(".", 1)
+        state.setdefault(int(pid), {})[key] = value
+    try:
+        model.load_state_dict({n[len("model."):]: t for n, t in tensors.items() if n.startswith("model.")})
+        optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+    except (RuntimeError, ValueError, KeyError) as err:
+        raise TrainStateError(f"{path}: does not fit this model/optimiser ({err}); {hint}") from err
+    return meta
+
+
+def _config_changes(saved: dict, current: dict) -> list[str]:
+    flat_saved, flat_current = _flatten(saved), _flatten(current)
+    return [f"{k}: {flat_saved.get(k)!r} -> {flat_current.get(k)!r}"
+            for k in sorted(flat_saved.keys() | flat_current.keys())
+            if k not in RESUMABLE_CHANGES and flat_saved.get(k) != flat_current.get(k)]
+
+
+def _flatten(config: dict) -> dict[str, Any]:
+    return {f"{group}.{key}": value for group, values in config.items() for key, value in values.items()}
+
+
+def _rng_state() -> dict[str, Any]:
+    """Python, NumPy and torch RNG states as JSON-able values (torch's as byte lists)."""
+    np_state = np.random.get_state()
+    state = {"python": [random.getstate()[0], list(random.getstate()[1]), random.getstate()[2]],
+             "numpy": [np_state[0], np_state[1].tolist(), *(v for v in np_state[2:])],
+             "torch": torch.get_rng_state().tolist()}
+    if torch.cuda.is_available():
+        state["cuda"] = [s.tolist() for s in torch.cuda.get_rng_state_all()]
+    return state
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    name, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((name, np.array(keys, dtype=np.uint32), pos, has_gauss, cached))
+    torch.set_rng_state(torch.tensor(state["torch"], dtype=torch.uint8))
+    if "cuda" in state and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all([torch.tensor(s, dtype=torch.uint8) for s in state["cuda"]])
