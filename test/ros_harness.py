@@ -123,10 +123,14 @@ class Peer:
         self._thread = threading.Thread(target=self.executor.spin, daemon=True)
         self._thread.start()
 
-    def listen(self, topic: str) -> None:
-        """Record every message on output `topic` (reliable QoS, as RViz subscribes)."""
-        reliable = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
-        self.node.create_subscription(OUTPUTS[topic], topic, self._collector(topic), reliable)
+    def listen(self, topic: str, best_effort: bool = False) -> str:
+        """Record every message on output `topic`; reliable QoS (as RViz) or best effort (as sensor-data
+        subscribers). Returns the key its messages are recorded under."""
+        policy = ReliabilityPolicy.BEST_EFFORT if best_effort else ReliabilityPolicy.RELIABLE
+        key = topic + ("#best_effort" if best_effort else "")
+        self.node.create_subscription(OUTPUTS[topic], topic, self._collector(key),
+                                      QoSProfile(depth=10, reliability=policy))
+        return key
 
     def _collector(self, topic: str):
         def collect(msg) -> None:

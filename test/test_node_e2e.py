@@ -32,6 +32,7 @@ def raw_node(tmp_path_factory, tiny_checkpoint):
     log = tmp_path_factory.mktemp("raw_node") / "depth_node.log"
     node = NodeProcess({"model_path": tiny_checkpoint, "device": "cpu", "diagnostics_period": 0.5}, log)
     peer = Peer()
+    peer.listen("depth/image", best_effort=True)
     peer.wait_connected(node)
     yield node, peer
     peer.close()
@@ -47,6 +48,8 @@ def test_outputs_sizes_types_encodings_and_headers(raw_node):
     assert depth is not None, node.log()
     assert (depth.height, depth.width, depth.encoding, depth.step) == (HEIGHT, WIDTH, "32FC1", WIDTH * 4)
     assert depth.header == msg.header
+    # Reliable outputs reach best-effort subscribers too.
+    assert peer.wait_for(lambda: peer.by_stamp("depth/image#best_effort", msg.header.stamp)), node.log()
     values = np.frombuffer(depth.data, np.float32)
     finite = values[np.isfinite(values)]
     assert finite.size > 0.9 * values.size and finite.min() >= 0.1 and finite.max() <= 10.0
@@ -157,7 +160,11 @@ def test_unusable_intrinsics_still_give_depth_but_no_points(raw_node, bad_value)
 def _set_parameter(peer: Peer, name: str, value) -> tuple[bool, str]:
     client = peer.node.create_client(SetParameters, "/depth_node/set_parameters")
     assert client.wait_for_service(timeout_sec=10)
-    if isinstance(value, float):
+    if isinstance(value, bool):
+        pv = ParameterValue(type=ParameterType.PARAMETER_BOOL, bool_value=value)
+    elif isinstance(value, int):
+        pv = ParameterValue(type=ParameterType.PARAMETER_INTEGER, integer_value=value)
+    elif isinstance(value, float):
         pv = ParameterValue(type=ParameterType.PARAMETER_DOUBLE, double_value=value)
     else:
         pv = ParameterValue(type=ParameterType.PARAMETER_STRING, string_value=value)
@@ -182,6 +189,27 @@ def test_parameters_reject_invalid_runtime_changes(raw_node):
     depth = np.frombuffer(peer.send_and_wait(msg).data, np.float32)
     assert np.nanmax(depth) <= 5.0
     assert _set_parameter(peer, "max_depth", 0.0) == (True, "")
+
+
+def test_points_rgb_and_decimation_switch_at_runtime(raw_node):
+    node, peer = raw_node
+    peer.pub_info.publish(make_camera_info(WIDTH, HEIGHT, FX))
+    time.sleep(0.3)
+    assert _set_parameter(peer, "points_rgb", True) == (True, "")
+    assert _set_parameter(peer, "points_decimation", 4) == (True, "")
+    try:
+        rgb = _frame(7)
+        msg = make_image(rgb, stamp_of(time.time()))
+        cloud = peer.send_and_wait(msg, topic="depth/points")
+        assert cloud is not None, node.log()
+        assert (cloud.height, cloud.width, cloud.point_step) == (HEIGHT // 4, WIDTH // 4, 32)
+        assert [(f.name, f.offset) for f in cloud.fields][-1] == ("rgb", 16)
+        packed = np.frombuffer(cloud.data, np.uint32).reshape(HEIGHT // 4, WIDTH // 4, 8)[..., 4]
+        r, g, b = (packed >> 16) & 255, (packed >> 8) & 255, packed & 255
+        np.testing.assert_array_equal(np.stack([r, g, b], -1), rgb[::4, ::4])
+    finally:
+        _set_parameter(peer, "points_rgb", False)
+        _set_parameter(peer, "points_decimation", 1)
 
 
 def test_images_are_subscribed_only_while_an_output_has_subscribers(tmp_path, tiny_checkpoint):
