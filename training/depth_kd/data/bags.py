@@ -57,7 +57,7 @@ from rosbags.typesys import Stores, get_typestore
 
 from depth_kd_ros.image_codec import ImageDecodeError, compressed_to_rgb, depth_image_to_metres, image_to_rgb
 
-from .frame import NAN, DataError, Frame
+from .frame import NAN, DataError, Frame, make_frame
 
 __all__ = ["BagError", "BagSource", "bag_topics", "find_bags", "open_bag", "resolve_bag_path"]
 
@@ -441,20 +441,7 @@ class BagSource:
             sx = width / cam.width if cam.width else 1.0
             sy = height / cam.height if cam.height else 1.0
             fx, fy, cx, cy = cam.fx * sx, cam.fy * sy, cam.cx * sx, cam.cy * sy
-        frame: Frame = {
-            "rgb": rgb,
-            "fx": fx,
-            "fy": fy,
-            "cx": cx,
-            "cy": cy,
-            "stamp_ns": entry.stamp_ns,
-            "source": self.source,
-            "topic": self.topic,
-            "key": entry.key,
-        }
-        if depth is not None:
-            frame["depth"] = depth
-        return frame
+        return make_frame(rgb, (fx, fy, cx, cy), entry.stamp_ns, self.source, self.topic, entry.key, depth)
 
     def __iter__(self) -> Iterator[Frame]:
         """All kept frames in order, one in memory at a time."""

@@ -34,7 +34,7 @@ import numpy as np
 
 from depth_kd_ros.image_codec import ImageDecodeError, compressed_to_rgb
 
-from .frame import NAN, DataError, Frame
+from .frame import NAN, DataError, Frame, make_frame
 
 __all__ = ["FolderError", "ImageFolder", "frame_id"]
 
@@ -163,18 +163,7 @@ class ImageFolder:
         except (ImageDecodeError, OSError) as err:
             raise FolderError(f"{image}: {err}") from err
         stamp_ns = _stamp_ns(frame_id(image.stem))
-        fx, fy, cx, cy = self.intrinsics
-        frame: Frame = {
-            "rgb": rgb,
-            "fx": fx,
-            "fy": fy,
-            "cx": cx,
-            "cy": cy,
-            "stamp_ns": stamp_ns,
-            "source": self.source,
-            "topic": "",
-            "key": str(image),
-        }
+        frame = make_frame(rgb, self.intrinsics, stamp_ns, self.source, "", str(image))
         depth_path = self.depths[index]
         if depth_path is not None:
             depth = self._read_depth(depth_path)

@@ -52,6 +52,17 @@ class Frame(_FrameRequired, total=False):
     depth: np.ndarray
 
 
+def make_frame(rgb: np.ndarray, intrinsics: tuple[float, float, float, float], stamp_ns: int, source: str,
+               topic: str, key: str, depth: np.ndarray | None = None) -> Frame:
+    """The one place a sample dict is built; ``intrinsics`` is (fx, fy, cx, cy), NaN where unknown."""
+    fx, fy, cx, cy = intrinsics
+    frame: Frame = {"rgb": rgb, "fx": fx, "fy": fy, "cx": cx, "cy": cy, "stamp_ns": stamp_ns,
+                    "source": source, "topic": topic, "key": key}
+    if depth is not None:
+        frame["depth"] = depth
+    return frame
+
+
 class FrameSource(Protocol):
     """What :class:`depth_kd.data.dataset.FrameDataset` needs from a source (bag or image folder)."""
 
