@@ -52,7 +52,8 @@ def _student_teacher_error(trainer: Trainer, rgb: torch.Tensor, target: torch.Te
 
 
 def test_distillation_moves_the_student_towards_the_teacher(tmp_path, inputs):
-    trainer = Trainer(student_config(tmp_path / "kd", inputs, "kd_xu"), CPU)
+    # 60 steps: after 30 the eval-mode student (BatchNorm running statistics still catching up) is only ~10% closer
+    trainer = Trainer(student_config(tmp_path / "kd", inputs, "kd_xu", optim={"steps": 60}), CPU)
     assert (trainer.n_x, trainer.n_aux) == (2, 2)
     frames = [trainer.x_data[i] for i in range(4)] + [trainer.u_data[i] for i in range(4)]
     rgb = torch.stack([f["rgb"] for f in frames])

@@ -72,9 +72,13 @@ def _state(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
     return load_file(path), meta
 
 
-@pytest.mark.parametrize("grad_accum", [1, 2])
-def test_killed_and_resumed_run_ends_exactly_like_an_uninterrupted_one(tmp_path, inputs, grad_accum):
-    changes = {"optim": {"grad_accum": grad_accum}}
+AUGMENTED = {"augment": {"scale_max": 1.5, "flip": 0.5, "colour": 0.2}, "distill": {"online_teacher": True},
+             "model": {"freeze_encoder_bn": True}}
+
+
+@pytest.mark.parametrize("grad_accum, extra", [(1, {}), (2, {}), (1, AUGMENTED)], ids=["plain", "accum", "views"])
+def test_killed_and_resumed_run_ends_exactly_like_an_uninterrupted_one(tmp_path, inputs, grad_accum, extra):
+    changes = {"optim": {"grad_accum": grad_accum}, **extra}
     whole = run(config_for(tmp_path / "whole", inputs, **changes))
 
     with pytest.raises(Killed):

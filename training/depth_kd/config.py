@@ -45,6 +45,8 @@ class ModelConfig:
     arch_config: dict = _opt({}, "keyword arguments for build_model (e.g. decoder widths)")
     encoder_weights: str | None = _opt(None, "local torchvision ImageNet state dict (.pth/.safetensors) for the "
                                              "encoder, e.g. resnet34-b627a593.pth; null = random init")
+    freeze_encoder_bn: bool = _opt(False, "keep the encoder's BatchNorm statistics (e.g. ImageNet's) fixed while "
+                                          "training; small batches give noisy statistics")
     height: int = _opt(224, "training / processing height in pixels (multiple of 32)")
     width: int = _opt(288, "training / processing width in pixels (multiple of 32)")
     min_depth: float = _opt(0.1, "metres; lower end of the depth range (checkpoint + metrics)")
@@ -100,6 +102,18 @@ class DistillConfig:
     cache_dir: str | None = _opt(None, "teacher prediction cache; null = <run.out>/teacher_cache")
     scale_fit_frames: int = _opt(64, "X frames used to fit scale/shift for a relative teacher")
     scale_depth_topic: str | None = _opt(None, "metric topic for that fit (e.g. sparse depth); null = depth_topic")
+    online_teacher: bool = _opt(False, "label every augmented view with the teacher at each step (patient, "
+                                       "consistent distillation); false = cached targets of the plain frame")
+
+
+@dataclass
+class AugmentConfig:
+    """Random views of each batch (training/depth_kd/augment.py); targets and intrinsics follow the pixels."""
+
+    scale_max: float = _opt(1.0, "largest random zoom: a window of 1/s of the frame resized back (fx times s); "
+                                 "1 = off")
+    flip: float = _opt(0.0, "probability of a left-right mirror")
+    colour: float = _opt(0.0, "brightness / contrast / saturation jitter, factors in [1 - c, 1 + c]; 0 = off")
 
 
 @dataclass
@@ -124,6 +138,7 @@ class TrainConfig:
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     distill: DistillConfig = field(default_factory=DistillConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
     run: RunConfig = field(default_factory=RunConfig)
 
     def to_dict(self) -> dict:
@@ -184,6 +199,12 @@ class TrainConfig:
                         "data.eval_max_frames": d.eval_max_frames, "run.eval_every": r.eval_every,
                         "run.checkpoint_every": r.checkpoint_every, "distill.gt_weight": k.gt_weight,
                         "distill.kd_weight": k.kd_weight}
+        a = self.augment
+        if a.scale_max < 1 or not 0 <= a.flip <= 1 or not 0 <= a.colour < 1:
+            raise ConfigError(f"need augment.scale_max >= 1, 0 <= augment.flip <= 1, 0 <= augment.colour < 1; got "
+                              f"{a.scale_max}, {a.flip}, {a.colour}")
+        if k.online_teacher and k.mode == "supervised":
+            raise ConfigError("distill.online_teacher needs a teacher; mode supervised has none")
         for name, value in positive.items():
             if value <= 0:
                 raise ConfigError(f"{name} must be positive, got {value}")

@@ -25,6 +25,7 @@ kd_xu          X                       X and U
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime
 import logging
 import math
@@ -45,6 +46,7 @@ from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from depth_kd import __version__
+from depth_kd.augment import Views, jitter_colour, sample_views, views_intrinsics, warp
 from depth_kd.config import ConfigError, TrainConfig
 from depth_kd.data import FrameDataset, TrainingTransform
 from depth_kd.distributed import DistContext, all_reduce_sum, barrier
@@ -129,7 +131,7 @@ class Trainer:
 
         self._open_data()
         self.teacher, self.teacher_record, self.cache = open_teacher(config, device, self.x_data)
-        self.focal_px = self._training_focal()
+        self.focal_px = self._canonical_focal()
 
         self._last: tuple[torch.Tensor, torch.Tensor | None, torch.Tensor] | None = None  # for TensorBoard images
         self._resume()
@@ -159,8 +161,15 @@ class Trainer:
         """The data streams by the names the training state keeps them under."""
         return {"x": self.x_stream, "u": self.u_stream}
 
-    def _training_focal(self) -> float | None:
-        """fx (pixels, at the training width) of the training frames: the focal length the scale assumes."""
+    def _canonical_focal(self) -> float | None:
+        """fx (pixels, at the training width) of the canonical camera that all targets are given for.
+
+        The teacher's own camera when it declares one (its targets then need no rescaling), else the median fx of
+        the training frames (as recorded in their CameraInfo), else None (no rescaling anywhere).
+        """
+        teacher_focal = getattr(self.teacher, "focal_norm", None)
+        if teacher_focal:
+            return float(teacher_focal * self.config.model.width)
         sources = self.x_data.sources if self.n_x else self.u_data.sources
         data = self.x_data if self.n_x else self.u_data
         values, start = [], 0
@@ -173,8 +182,8 @@ class Trainer:
                            "node cannot rescale depth for other lenses")
             return None
         if max(finite) > 1.01 * min(finite):
-            logger.warning("training bags have different focal lengths at the training size (%s); recording "
-                           "the median", ", ".join(f"{v:.1f}" for v in finite))
+            logger.info("training bags have different focal lengths at the training size (%s); targets are "
+                        "rescaled to the median", ", ".join(f"{v:.1f}" for v in finite))
         return float(np.median(finite))
 
     def _resume(self) -> None:
@@ -231,6 +240,10 @@ class Trainer:
         ``train`` calls it and counts ``self.step``; call it directly only to time or inspect a step.
         """
         self.model.train()
+        if self.config.model.freeze_encoder_bn:
+            for module in self.net.encoder.modules():
+                if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                    module.eval()
         accum = self.config.optim.grad_accum
         totals: dict[str, torch.Tensor] = {}
         for micro in range(accum):
@@ -254,20 +267,51 @@ class Trainer:
         return totals
 
     def _next_batch(self) -> dict[str, Any]:
-        """RGB of X then U frames on the device, X's ground truth, and the teacher's targets where needed."""
-        mode = self.config.distill.mode
+        """RGB of X then U frames on the device, X's ground truth, and the teacher's targets where needed.
+
+        With augmentation on, every frame becomes a random view (augment.py) and its targets follow it. All
+        targets are then expressed for the canonical camera (:meth:`_canonical_factors`).
+        """
+        c, mode = self.config, self.config.distill.mode
         parts = [s.next() for s in (self.x_stream, self.u_stream) if s is not None]
-        rgb = torch.cat([p["rgb"] for p in parts]).to(self.device, non_blocking=True)
+        plain = torch.cat([p["rgb"] for p in parts]).to(self.device, non_blocking=True)
+        intrinsics = torch.cat([p["intrinsics"] for p in parts])
+        a = c.augment
+        views = sample_views(len(plain), a.scale_max, a.flip, a.colour)
+        rgb = warp(plain, views)
+        if a.colour:
+            rgb = jitter_colour(rgb, views)
+        intrinsics = views_intrinsics(intrinsics, views, c.model.height, c.model.width)
+        factors = self._canonical_factors(intrinsics).to(self.device).view(-1, 1, 1, 1)
         batch: dict[str, Any] = {"rgb": rgb}
         if self.x_stream is not None:
-            batch["gt"] = parts[0]["depth"].to(self.device, non_blocking=True)
+            gt = warp(parts[0]["depth"].to(self.device, non_blocking=True), _rows(views, 0, self.n_x), "nearest")
+            batch["gt"] = gt * factors[: self.n_x]
         if mode != "supervised":
             kd_rows = slice(0, len(rgb)) if mode in ("kd_x", "kd_xu") else slice(self.n_x, len(rgb))
-            keys = [CacheKey(k, t, int(s)) for p in parts
-                    for k, t, s in zip(p["key"], p["topic"], p["stamp_ns"], strict=True)][kd_rows]
+            if c.distill.online_teacher:  # the teacher labels the very view the student sees
+                kd = self.teacher.predict(rgb[kd_rows]).to(self.device)
+            else:
+                keys = [CacheKey(k, t, int(s)) for p in parts
+                        for k, t, s in zip(p["key"], p["topic"], p["stamp_ns"], strict=True)][kd_rows]
+                kd = predict_cached(self.teacher, self.cache, keys, plain[kd_rows]).to(self.device)
+                kd = warp(kd, _rows(views, kd_rows.start, kd_rows.stop))
             batch["kd_rows"] = kd_rows
-            batch["kd"] = predict_cached(self.teacher, self.cache, keys, rgb[kd_rows]).to(self.device)
+            batch["kd"] = kd  # already for the canonical camera: the teacher's own (see _canonical_focal)
         return batch
+
+    def _canonical_factors(self, intrinsics: torch.Tensor) -> torch.Tensor:
+        """Per frame, what turns its metric depth into depth for the canonical camera (fx = focal_px).
+
+        A network cannot see the focal length, so all targets are given for one camera, the one the checkpoint
+        records; the node multiplies by fx_camera / focal_px to undo it. Depth scales with the focal length
+        (an object twice as big in the image looks half as far), so the factor is focal_px / fx of the frame
+        (of the view, after zooming). Frames of unknown fx are taken to be canonical (factor 1).
+        """
+        if self.focal_px is None:
+            return torch.ones(len(intrinsics))
+        fx = intrinsics[:, 0]
+        return torch.where(torch.isfinite(fx) & (fx > 0), self.focal_px / fx, torch.ones_like(fx))
 
     def _losses(self, pred: torch.Tensor, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         k, m = self.config.distill, self.config.model
@@ -384,6 +428,11 @@ class Trainer:
 
 
 # ---- helpers -------------------------------------------------------------------------------------
+
+
+def _rows(views: Views, start: int, stop: int) -> Views:
+    """The views of batch rows ``start:stop``."""
+    return Views(*(getattr(views, f.name)[start:stop] for f in dataclasses.fields(Views)))
 
 
 def _seed_everything(seed: int) -> None:
