@@ -147,14 +147,14 @@ def dequantise(q: np.ndarray, detail: dict) -> np.ndarray:
 
 def _open_interpreter(path: Path, num_threads: int) -> object:
     """The allocated interpreter, or an error naming `path` if it is missing or not a TFLite model."""
-    from ai_edge_litert.interpreter import Interpreter  # imported here: only TFLite teachers need it
-
     if not path.is_file():
         raise FileNotFoundError(f"no TFLite model at {path}")
     with open(path, "rb") as f:
         header = f.read(8)
     if header[4:8] != _TFLITE_ID:
         raise ValueError(f"{path}: not a TFLite model (no {_TFLITE_ID.decode()} identifier in its header)")
+    from ai_edge_litert.interpreter import Interpreter  # imported here: only TFLite teachers need it
+
     try:
         interpreter = Interpreter(model_path=str(path), num_threads=num_threads)
         interpreter.allocate_tensors()
