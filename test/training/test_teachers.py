@@ -1,5 +1,6 @@
 """Teachers on real tiny models: an MFF checkpoint, transformers DPT / Depth Anything, an ONNX export; scale fits."""
 
+import dataclasses
 import json
 import shutil
 import warnings
@@ -69,6 +70,14 @@ def test_mff_cache_id_follows_the_weights_not_the_file_name(mff_checkpoint, mff_
     _, info = load_checkpoint(mff_checkpoint)
     save_checkpoint(copy, build_model(info.arch, info.arch_config), info)  # new random weights
     assert MffTeacher(copy, "cpu").cache_id != first.cache_id
+
+
+def test_mff_focal_norm_comes_from_the_checkpoint(mff_checkpoint, mff_teacher, tmp_path):
+    assert mff_teacher.focal_norm is None  # the checkpoint records no focal length
+    model, info = load_checkpoint(mff_checkpoint)
+    path = tmp_path / "with_focal.safetensors"
+    save_checkpoint(path, model, dataclasses.replace(info, focal_px=77.8))
+    assert MffTeacher(path, "cpu").focal_norm == pytest.approx(77.8 / 96)
 
 
 def test_teacher_rejects_non_rgb_input(mff_teacher):

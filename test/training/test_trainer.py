@@ -43,7 +43,12 @@ def tiny_config(out: Path, train: Path, **groups: dict) -> TrainConfig:
 # ---- configuration --------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name, differs", [("teacher.yaml", {"model.arch"}), ("distill.yaml", {"distill.mode"})])
+FASTDEPTH_DIFFERS = {"distill.mode", "distill.teacher", "distill.teacher_output", "distill.teacher_focal_px",
+                     "distill.teacher_focal_width"}
+
+
+@pytest.mark.parametrize("name, differs", [("teacher.yaml", {"model.arch"}), ("distill.yaml", {"distill.mode"}),
+                                           ("distill_fastdepth.yaml", FASTDEPTH_DIFFERS)])
 def test_yaml_configs_list_every_key_and_agree_with_code_defaults(name, differs):
     data = yaml.safe_load((CONFIGS / name).read_text())
     flat = {f"{g}.{k}": v for g, values in data.items() for k, v in values.items()}
@@ -51,8 +56,11 @@ def test_yaml_configs_list_every_key_and_agree_with_code_defaults(name, differs)
     defaults = TrainConfig().to_dict()
     disagree = {k for k, v in flat.items() if defaults[k.split(".")[0]][k.split(".")[1]] != v}
     assert disagree == differs
+    lines = (CONFIGS / name).read_text().splitlines()
     for key in differs:  # what differs on purpose says so next to the value
-        assert f"{key.split('.')[1]}:" in (CONFIGS / name).read_text().split("DIFFERS")[0].splitlines()[-1]
+        line = next(line for line in lines if line.strip().startswith(f"{key.split('.')[1]}:"))
+        assert "DIFFERS" in line, line
+    assert sum("DIFFERS" in line for line in lines) == len(differs)
     load_config(CONFIGS / name)  # loads cleanly
 
 

@@ -20,7 +20,7 @@ import yaml
 
 MODES = ("supervised", "kd_x", "kd_u", "kd_xu")
 SCHEDULES = ("cosine", "poly", "constant")
-TEACHER_KINDS = ("auto", "mff", "hf", "onnx")
+TEACHER_KINDS = ("auto", "mff", "hf", "onnx", "tflite")
 TEACHER_OUTPUTS = ("auto", "metric", "relative_inverse")
 RESUME = ("auto", "always", "never")
 DEFAULT_OPSET = 17  # lowest ONNX opset ``depth-kd export`` writes (here, not in export.py: the CLI parser needs it)
@@ -96,9 +96,14 @@ class DistillConfig:
     gt_weight: float = _opt(1.0, "weight of the ground-truth loss")
     kd_weight: float = _opt(1.0, "weight of the distillation (teacher) loss")
     aux_share: float = _opt(0.5, "share of each kd_xu batch drawn from U")
-    teacher: str | None = _opt(None, "teacher: node checkpoint (.safetensors), transformers folder or .onnx")
-    teacher_kind: str = _opt("auto", "auto | mff | hf | onnx")
-    teacher_output: str = _opt("auto", "auto | metric | relative_inverse (auto: from the model or its metadata)")
+    teacher: str | None = _opt(None, "teacher: node checkpoint (.safetensors), transformers folder, .onnx or "
+                                     ".tflite")
+    teacher_kind: str = _opt("auto", "auto | mff | hf | onnx | tflite (auto: from the path)")
+    teacher_output: str = _opt("auto", "auto | metric | relative_inverse (auto: from the model or its metadata; "
+                                       "plain ONNX and TFLite need it said)")
+    teacher_focal_px: float | None = _opt(None, "fx in pixels that the teacher's metric output assumes (with "
+                                                "teacher_focal_width); null = the model's own or unknown")
+    teacher_focal_width: int | None = _opt(None, "image width in pixels that teacher_focal_px refers to")
     cache_dir: str | None = _opt(None, "teacher prediction cache; null = <run.out>/teacher_cache")
     scale_fit_frames: int = _opt(64, "X frames used to fit scale/shift for a relative teacher")
     scale_depth_topic: str | None = _opt(None, "metric topic for that fit (e.g. sparse depth); null = depth_topic")
@@ -211,6 +216,10 @@ class TrainConfig:
         for name, value in non_negative.items():
             if value < 0:
                 raise ConfigError(f"{name} must be >= 0, got {value}")
+        if (k.teacher_focal_px is None) != (k.teacher_focal_width is None) or (
+                k.teacher_focal_px is not None and not (k.teacher_focal_px > 0 and k.teacher_focal_width > 0)):
+            raise ConfigError(f"distill.teacher_focal_px and distill.teacher_focal_width must both be positive or "
+                              f"both null, got {k.teacher_focal_px} and {k.teacher_focal_width}")
         if k.mode == "kd_xu" and not (0.0 < k.aux_share < 1.0 and o.batch_size >= 2):
             raise ConfigError(f"kd_xu needs 0 < distill.aux_share < 1 and optim.batch_size >= 2, got "
                               f"{k.aux_share} and {o.batch_size}")

@@ -1,7 +1,7 @@
 """The run's teacher: built from ``distill.teacher``, made metric if it is relative, wired to its cache.
 
 :func:`open_teacher` is what the trainer calls; :func:`load_teacher` builds a teacher from a path (node
-checkpoint, transformers folder or ONNX model) and :func:`make_metric` fits a relative teacher's global
+checkpoint, transformers folder, ONNX or TFLite model) and :func:`make_metric` fits a relative teacher's global
 scale/shift against the labeled bags' metric depth.
 """
 
@@ -38,12 +38,12 @@ def open_teacher(config: TrainConfig, device: torch.device,
 
 
 def teacher_kind(path: Path, kind: str) -> str:
-    """``auto`` -> ``hf`` for a folder, ``onnx`` for a .onnx file, else ``mff`` (a node checkpoint)."""
+    """``auto`` -> ``hf`` for a folder, ``onnx`` / ``tflite`` by suffix, else ``mff`` (a node checkpoint)."""
     if kind != "auto":
         return kind
     if path.is_dir():
         return "hf"
-    return "onnx" if path.suffix == ".onnx" else "mff"
+    return {".onnx": "onnx", ".tflite": "tflite"}.get(path.suffix.lower(), "mff")
 
 
 def load_teacher(k: DistillConfig, device: torch.device) -> tuple[Teacher, dict[str, Any]]:
@@ -61,11 +61,29 @@ def load_teacher(k: DistillConfig, device: torch.device) -> tuple[Teacher, dict[
         from depth_kd.teachers.hf import HfTeacher  # transformers is slow to import
 
         teacher = HfTeacher(path, device, output_kind=output)
+    elif kind == "tflite":
+        teacher = _tflite_teacher(path, output, k, device)
     else:
         teacher = _onnx_teacher(path, output, device)
+    if k.teacher_focal_px is not None and kind != "tflite":
+        teacher.focal_norm = k.teacher_focal_px / k.teacher_focal_width
     record = {"path": str(path), "kind": kind, "name": teacher.name, "output_kind": teacher.output_kind,
-              "metric": "native" if teacher.output_kind == "metric" else "fitted"}
+              "metric": "native" if teacher.output_kind == "metric" else "fitted", "focal_norm": teacher.focal_norm}
     return teacher, record
+
+
+def _tflite_teacher(path: Path, output: str | None, k: DistillConfig, device: torch.device) -> Teacher:
+    """A TFLite teacher; the file cannot say what its numbers mean, so ``teacher_output`` must."""
+    from depth_kd.teachers.tflite import TfliteTeacher  # ai-edge-litert: only TFLite teachers need it
+
+    if output is None:
+        raise ConfigError(f"{path}: a TFLite model cannot say whether it outputs metric or relative inverse depth; "
+                          "pass --teacher-output metric|relative_inverse")
+    try:
+        return TfliteTeacher(path, output, device=device, focal_px=k.teacher_focal_px,
+                             focal_width=k.teacher_focal_width)
+    except ValueError as err:
+        raise ConfigError(f"distill.teacher: {err}") from err
 
 
 def _onnx_teacher(path: Path, output: str | None, device: torch.device) -> Teacher:

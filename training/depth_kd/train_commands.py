@@ -102,13 +102,13 @@ def add_train_commands(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("distill", help="distil a student from a teacher (Hu et al. settings)",
                               description="Knowledge distillation of a student (default mobilenetv2_mff).")
     _training_flags(p)
-    p.add_argument("--teacher", metavar="PATH", help="node checkpoint, transformers folder or .onnx")
+    p.add_argument("--teacher", metavar="PATH", help="node checkpoint, transformers folder, .onnx or .tflite")
     p.add_argument("--aux", nargs="+", metavar="BAG", help="auxiliary bags U (images only)")
     p.add_argument("--mode", choices=MODES, help="default: kd_xu with --aux, else kd_x")
     p.add_argument("--aux-share", type=float, help="share of each kd_xu batch drawn from U (default 0.5)")
     p.add_argument("--teacher-kind", choices=TEACHER_KINDS, help="default: from the path")
     p.add_argument("--teacher-output", choices=TEACHER_OUTPUTS,
-                   help="what the teacher outputs (default: from the model; required for plain ONNX)")
+                   help="what the teacher outputs (default: from the model; required for plain ONNX and TFLite)")
     p.add_argument("--kd-weight", type=float, help="weight of the distillation loss")
     p.add_argument("--gt-weight", type=float, help="weight of the ground-truth loss")
     p.add_argument("--cache-dir", metavar="DIR", help="teacher prediction cache (default DIR/teacher_cache)")

@@ -3,10 +3,13 @@
 * `MffTeacher` -- the paper's ResNet-34 MFF teacher from a depth_kd_ros checkpoint (metric);
 * `HfTeacher` -- any transformers depth-estimation model from a local directory;
 * `OnnxTeacher` -- any ONNX depth model through onnxruntime;
+* `TfliteTeacher` -- any TFLite depth model through ai-edge-litert (quantised or float; e.g. int8 FastDepth);
 * `scale` -- fit scale / shift taking relative inverse depth to metres; `ScaledTeacher` applies one;
 * `cache` -- `TeacherCache` and `predict_cached`.
 
-`HfTeacher` and `OnnxTeacher` are imported on first use: transformers alone takes seconds to import.
+Every teacher may say which focal length its metric output assumes (`Teacher.focal_norm`, fx / width).
+`HfTeacher`, `OnnxTeacher` and `TfliteTeacher` are imported on first use: transformers alone takes seconds to
+import, and ai-edge-litert is only needed for TFLite teachers.
 """
 
 from importlib import import_module
@@ -27,12 +30,13 @@ __all__ = [
     "ScaledTeacher",
     "Teacher",
     "TeacherCache",
+    "TfliteTeacher",
     "fit_global_scale_shift",
     "fit_scale_shift",
     "predict_cached",
 ]
 
-_LAZY = {"HfTeacher": ".hf", "OnnxTeacher": ".onnx"}
+_LAZY = {"HfTeacher": ".hf", "OnnxTeacher": ".onnx", "TfliteTeacher": ".tflite"}
 
 
 def __getattr__(name: str) -> object:

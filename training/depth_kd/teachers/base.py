@@ -8,7 +8,9 @@ device. It does its own normalisation and resizing. `output_kind` says how to re
   `scale * out + shift` is inverse depth, with scale and shift unknown (see `teachers.scale`).
 
 `cache_id` names the weights (and any preprocessing the user chose), so cached predictions of one teacher are
-never served for another.
+never served for another. `focal_norm` is the focal length a metric output assumes, as fx / image width
+(NYU's Kinect: 518.8579 / 640 = 0.8107), or None when unknown: metric depth from one image is only right for
+a camera with that field of view, so the record of a distillation run keeps it.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ class Teacher(ABC):
     cache_id: str
     output_kind: OutputKind
     device: torch.device
+    focal_norm: float | None = None  # fx / width that the metric output assumes; None = unknown
 
     @torch.no_grad()
     def predict(self, rgb: torch.Tensor) -> torch.Tensor:

@@ -17,7 +17,8 @@ logger = logging.getLogger(__name__)
 class MffTeacher(Teacher):
     """Runs a checkpoint the way the node does: resize to its processing size, normalise, clamp to its range.
 
-    `input_size` (height, width; multiples of 32) overrides the checkpoint's processing size.
+    `input_size` (height, width; multiples of 32) overrides the checkpoint's processing size. `focal_norm` comes
+    from the checkpoint (its `focal_px` at its `input_width`) when it records one.
     """
 
     output_kind = "metric"
@@ -30,6 +31,7 @@ class MffTeacher(Teacher):
         self.model = model.eval()
         self.info: ModelInfo = info
         self.input_size = input_size or (info.input_height, info.input_width)
+        self.focal_norm = None if info.focal_px is None else info.focal_px / info.input_width
         if self.input_size[0] % 32 or self.input_size[1] % 32:
             raise ValueError(f"input_size must be multiples of 32, got {self.input_size}")
         self.name = f"{info.arch}:{Path(checkpoint).name}"
