@@ -193,14 +193,15 @@ def _compressed_depth_kind(fmt: str) -> tuple[str, str]:
     """``"16UC1; compressedDepth png"`` -> ("16UC1", "png"); the same rules as the codec's decoder."""
     encoding, sep, rest = fmt.partition(";")
     encoding, rest = encoding.strip(), rest.strip()
-    if not sep or rest in ("compressedDepth", "compressedDepth png"):  # older writers: png only, no suffix
+    known = encoding in ("16UC1", "mono16", "32FC1")
+    if (not sep and known) or rest in ("compressedDepth", "compressedDepth png"):  # older writers: png, no suffix
         compression = "png"
     elif rest == "compressedDepth rvl":
         compression = "rvl"
     else:
         raise ImageDecodeError(f"CompressedImage format {fmt!r} is not a compressedDepth format "
                                "(expected e.g. '16UC1; compressedDepth png')")
-    if encoding not in ("16UC1", "mono16", "32FC1"):
+    if not known:
         raise ImageDecodeError(f"compressedDepth format {fmt!r}: unsupported depth encoding {encoding!r}; "
                                "supported: 16UC1, mono16 (millimetres), 32FC1 (quantised inverse depth)")
     if compression == "rvl":
