@@ -132,8 +132,8 @@ def resolve_bag_path(path: str | Path) -> Path:
         storage = sorted(p for p in path.iterdir() if p.suffix in STORAGE_SUFFIXES and p.is_file())
         if not storage:
             raise BagError(
-                f"{path}: not a bag: the folder has no metadata.yaml and no .db3 or .mcap file "
-                "(expected a rosbag2 folder, a .db3/.mcap file or a ROS 1 .bag file)"
+                f"{path}: not a bag: the folder has no metadata.yaml and no .db3 or .mcap file, nor any images "
+                "(expected a rosbag2 folder, a .db3/.mcap file, a ROS 1 .bag file or a folder of .png/.jpg images)"
             )
         if len(storage) > 1:
             names = ", ".join(p.name for p in storage)
