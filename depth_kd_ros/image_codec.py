@@ -9,10 +9,13 @@ array. It is read through ``np.frombuffer`` without an intermediate copy; every 
 writable array that never aliases the message buffer.
 
 Depth follows REP 118: 32FC1 in metres (NaN = invalid) or 16UC1 in millimetres (0 = invalid).
+Depth recorded through compressed_depth_image_transport (``compressedDepth`` CompressedImages, what
+RealSense/Kinect bags usually hold) is decoded by :func:`compressed_depth_to_metres`.
 """
 
 from __future__ import annotations
 
+import struct
 from typing import Any
 
 import cv2
@@ -22,7 +25,9 @@ __all__ = [
     "DEPTH_ENCODINGS",
     "SUPPORTED_ENCODINGS",
     "ImageDecodeError",
+    "MAX_DECODED_PIXELS",
     "colorize_depth",
+    "compressed_depth_to_metres",
     "compressed_to_rgb",
     "depth_image_to_metres",
     "depth_to_32fc1",
@@ -172,6 +177,89 @@ def depth_image_to_metres(
     depth = raw.astype(np.float32)  # also converts big-endian to native order
     with np.errstate(invalid="ignore"):
         depth[~(np.isfinite(depth) & (depth > 0))] = np.nan
+    return depth
+
+
+# compressed_depth_image_transport, decoded by hand: image_transport is not available without a ROS distro.
+# Its payload is a ConfigHeader (int32 format, float32 depthParam[2]; native = little-endian order) + the image.
+_CONFIG_HEADER = struct.Struct("<iff")
+_INV_DEPTH = 0  # the only ConfigHeader.format the codec writes (enum compressionFormat {UNDEFINED = -1, INV_DEPTH})
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_PNG_IHDR = struct.Struct(">I4sIIBB")  # chunk length, b"IHDR", width, height, bit depth, colour type
+MAX_DECODED_PIXELS = 1 << 26  # larger declared sizes are refused before decoding (PNG "bombs" inflate to GBs)
+
+
+def _compressed_depth_kind(fmt: str) -> tuple[str, str]:
+    """``"16UC1; compressedDepth png"`` -> ("16UC1", "png"); the same rules as the codec's decoder."""
+    encoding, sep, rest = fmt.partition(";")
+    encoding, rest = encoding.strip(), rest.strip()
+    known = encoding in ("16UC1", "mono16", "32FC1")
+    if (not sep and known) or rest in ("compressedDepth", "compressedDepth png"):  # older writers: png, no suffix
+        compression = "png"
+    elif rest == "compressedDepth rvl":
+        compression = "rvl"
+    else:
+        raise ImageDecodeError(f"CompressedImage format {fmt!r} is not a compressedDepth format "
+                               "(expected e.g. '16UC1; compressedDepth png')")
+    if not known:
+        raise ImageDecodeError(f"compressedDepth format {fmt!r}: unsupported depth encoding {encoding!r}; "
+                               "supported: 16UC1, mono16 (millimetres), 32FC1 (quantised inverse depth)")
+    if compression == "rvl":
+        raise ImageDecodeError(f"compressedDepth format {fmt!r}: RVL compression is not supported, only png")
+    return encoding, compression
+
+
+def _check_png_header(png: np.ndarray, fmt: str) -> None:
+    """Refuse a payload that is no PNG, or whose IHDR declares anything but a 16-bit grey image of sane size."""
+    if bytes(png[:8]) != _PNG_SIGNATURE or png.size < 8 + _PNG_IHDR.size:
+        raise ImageDecodeError(f"compressedDepth ({fmt!r}): the {png.size} bytes after the 12-byte header are not "
+                               f"a PNG (first bytes {bytes(png[:8]).hex()})")
+    _, chunk, width, height, bit_depth, colour_type = _PNG_IHDR.unpack_from(bytes(png[8 : 8 + _PNG_IHDR.size]))
+    if chunk != b"IHDR" or width == 0 or height == 0:
+        raise ImageDecodeError(f"compressedDepth ({fmt!r}): PNG without a valid IHDR (size {width}x{height})")
+    if width * height > MAX_DECODED_PIXELS:
+        raise ImageDecodeError(f"compressedDepth ({fmt!r}): PNG declares {width}x{height} pixels, over the limit "
+                               f"of {MAX_DECODED_PIXELS}; refusing to decode it")
+    if bit_depth != 16 or colour_type != 0:
+        raise ImageDecodeError(f"compressedDepth ({fmt!r}): PNG is {bit_depth}-bit with colour type {colour_type}; "
+                               "depth must be a 16-bit single-channel (grey, colour type 0) PNG")
+
+
+def compressed_depth_to_metres(fmt: str, data: Any) -> np.ndarray:
+    """Decode a compressed_depth_image_transport CompressedImage to float32 (height, width) metres, NaN invalid.
+
+    ``fmt`` is the message's format (``"16UC1; compressedDepth png"``, older ``"16UC1; compressedDepth"``,
+    ``"32FC1; compressedDepth png"``). 16UC1: the PNG holds millimetres, 0 = invalid. 32FC1: the PNG holds
+    quantised inverse depth q, depth = depthParam[0] / (q - depthParam[1]) and q = 0 is invalid. RVL,
+    unknown header formats, truncated or undecodable payloads raise :class:`ImageDecodeError`.
+    """
+    encoding, _ = _compressed_depth_kind(fmt)
+    buf = _as_bytes(data)
+    if buf.size <= _CONFIG_HEADER.size:
+        raise ImageDecodeError(f"compressedDepth ({fmt!r}) data truncated: {buf.size} bytes, the header alone is "
+                               f"{_CONFIG_HEADER.size}")
+    header_format, quant_a, quant_b = _CONFIG_HEADER.unpack_from(bytes(buf[: _CONFIG_HEADER.size]))
+    if header_format != _INV_DEPTH:
+        raise ImageDecodeError(f"compressedDepth ({fmt!r}): unknown compression format {header_format} in the "
+                               f"header (expected {_INV_DEPTH})")
+    png = buf[_CONFIG_HEADER.size :]
+    _check_png_header(png, fmt)
+    try:
+        raw = cv2.imdecode(png, cv2.IMREAD_UNCHANGED)
+    except cv2.error as err:
+        raise ImageDecodeError(f"compressedDepth ({fmt!r}): OpenCV failed on the PNG: {err}") from err
+    if raw is None or raw.ndim != 2 or raw.dtype != np.uint16:
+        got = "nothing (corrupt data)" if raw is None else f"{raw.dtype} {raw.shape}"
+        raise ImageDecodeError(f"compressedDepth ({fmt!r}): the PNG decoded to {got}, not 16-bit single-channel")
+    if encoding == "32FC1":
+        with np.errstate(divide="ignore", invalid="ignore"):
+            depth = (np.float32(quant_a) / (raw.astype(np.float32) - np.float32(quant_b))).astype(np.float32)
+        depth[raw == 0] = np.nan
+        with np.errstate(invalid="ignore"):
+            depth[~(np.isfinite(depth) & (depth > 0))] = np.nan
+        return depth
+    depth = raw.astype(np.float32) / np.float32(1000.0)
+    depth[raw == 0] = np.nan
     return depth
 
 

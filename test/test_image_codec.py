@@ -8,9 +8,11 @@ import numpy as np
 import pytest
 
 from depth_kd_ros.image_codec import (
+    MAX_DECODED_PIXELS,
     SUPPORTED_ENCODINGS,
     ImageDecodeError,
     colorize_depth,
+    compressed_depth_to_metres,
     compressed_to_rgb,
     depth_image_to_metres,
     depth_to_32fc1,
@@ -189,6 +191,72 @@ def test_depth_decode_errors():
         depth_image_to_metres("32FC1", 2, 2, 8, b"\x00" * 12)
     with pytest.raises(ImageDecodeError, match="step 6 is not a multiple of 4"):
         depth_image_to_metres("32FC1", 1, 1, 6, b"\x00" * 6)
+
+
+# --- compressedDepth (compressed_depth_image_transport) ----------------------------------------------
+
+def compressed_depth(png_image, header_format=0, quant_a=0.0, quant_b=0.0):
+    """A compressedDepth payload built by hand: 12-byte ConfigHeader + PNG of ``png_image``."""
+    ok, png = cv2.imencode(".png", png_image)
+    assert ok
+    return struct.pack("<iff", header_format, quant_a, quant_b) + png.tobytes()
+
+
+@pytest.mark.parametrize("fmt", ["16UC1; compressedDepth png", "16UC1; compressedDepth", "mono16; compressedDepth"])
+def test_compressed_depth_16uc1_millimetres(fmt):
+    mm = np.array([[0, 1000, 1500], [65535, 1, 4321]], dtype=np.uint16)
+    depth = compressed_depth_to_metres(fmt, compressed_depth(mm))
+    assert depth.dtype == np.float32 and depth.shape == (2, 3)
+    np.testing.assert_allclose(depth, [[np.nan, 1.0, 1.5], [65.535, 0.001, 4.321]], rtol=1e-7)
+
+
+def test_compressed_depth_32fc1_quantised_inverse_depth():
+    # Quantise as the codec's encoder does (depth_quantization z0 = 100, depth_max = 10 m): q = A / d + B.
+    metres = np.array([[0.5, 1.0, 2.0], [4.0, 9.5, 12.0]], dtype=np.float32)  # 12 m >= depth_max: invalid
+    quant_a = np.float32(100.0 * 101.0)
+    quant_b = np.float32(1.0) - quant_a / np.float32(10.0)
+    q = np.where(metres < 10.0, quant_a / metres + quant_b, 0).astype(np.uint16)
+    payload = compressed_depth(q, quant_a=float(quant_a), quant_b=float(quant_b))
+    depth = compressed_depth_to_metres("32FC1; compressedDepth png", array.array("B", payload))
+    assert depth.dtype == np.float32 and np.isnan(depth[1, 2])
+    expected = quant_a / (q.astype(np.float32) - quant_b)
+    np.testing.assert_allclose(depth[np.isfinite(depth)], expected[q > 0], rtol=1e-6)
+    np.testing.assert_allclose(depth[np.isfinite(depth)], metres[metres < 10], rtol=2e-3)  # quantisation error
+
+
+def _png_with_ihdr_size(width, height):
+    png = bytearray(cv2.imencode(".png", np.zeros((2, 2), np.uint16))[1].tobytes())
+    png[16:24] = struct.pack(">II", width, height)  # the IHDR's width and height (CRC not fixed: never read)
+    return struct.pack("<iff", 0, 0, 0) + bytes(png)
+
+
+@pytest.mark.parametrize(
+    "fmt, data, fragment",
+    [
+        ("16UC1; compressedDepth rvl", struct.pack("<iff", 0, 0, 0) + b"\x02\0\0\0", "RVL compression is not supp"),
+        ("16UC1; jpeg compressed", b"\0" * 20, "not a compressedDepth format"),
+        ("rgb8; compressedDepth png", b"\0" * 20, "unsupported depth encoding 'rgb8'"),
+        ("16UC1; compressedDepth png", b"\0" * 12, "truncated: 12 bytes"),
+        ("16UC1; compressedDepth png", b"", "truncated: 0 bytes"),
+        ("16UC1; compressedDepth png", compressed_depth(np.ones((2, 2), np.uint16), header_format=1),
+         "unknown compression format 1 in the header"),
+        ("16UC1; compressedDepth png", struct.pack("<iff", 0, 0, 0) + b"\xff\xd8 jpeg", "are not a PNG"),
+        ("16UC1; compressedDepth png", compressed_depth(np.ones((2, 2), np.uint16))[:40], "PNG decoded to nothing"),
+        ("16UC1; compressedDepth png", compressed_depth(np.ones((2, 2), np.uint8)), "PNG is 8-bit with colour type 0"),
+        ("16UC1; compressedDepth png", compressed_depth(np.ones((2, 2, 3), np.uint16)), "16-bit with colour type 2"),
+        ("16UC1; compressedDepth png", _png_with_ihdr_size(1 << 20, 1 << 20), "over the limit"),
+    ],
+)
+def test_compressed_depth_errors(fmt, data, fragment):
+    with pytest.raises(ImageDecodeError, match=fragment):
+        compressed_depth_to_metres(fmt, data)
+
+
+def test_compressed_depth_size_limit_is_checked_before_decoding():
+    assert MAX_DECODED_PIXELS == 1 << 26
+    compressed_depth_to_metres("16UC1; compressedDepth png", compressed_depth(np.ones((2, 3), np.uint16)))
+    with pytest.raises(ImageDecodeError, match="declares 8193x8192 pixels"):
+        compressed_depth_to_metres("16UC1; compressedDepth png", _png_with_ihdr_size(8193, 8192))
 
 
 def test_depth_to_32fc1_layout_and_round_trip():

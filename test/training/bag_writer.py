@@ -1,7 +1,8 @@
 """Small real rosbag2 recordings for the training tests, written with rosbags (no ROS install needed).
 
 ``write_bag(path, storage, [(topic, type, receive_ns, message), ...])`` writes the messages in the given
-order; ``image_msg`` and ``info_msg`` build sensor_msgs/Image and CameraInfo messages. Imported as
+order; ``image_msg``, ``compressed_msg`` and ``info_msg`` build sensor_msgs/Image, CompressedImage and CameraInfo
+messages. Imported as
 ``bag_writer`` (test/conftest.py puts this folder on sys.path).
 """
 
@@ -40,6 +41,11 @@ def image_msg(stamp_ns: int, encoding: str, pixels: np.ndarray) -> object:
         step=data.size // height,
         data=data,
     )
+
+
+def compressed_msg(stamp_ns: int, fmt: str, data: bytes) -> object:
+    """A sensor_msgs/CompressedImage with ``format`` ``fmt`` holding ``data`` as is."""
+    return TS.types[COMPRESSED](header=_header(stamp_ns), format=fmt, data=np.frombuffer(data, dtype=np.uint8))
 
 
 def info_msg(stamp_ns: int, fx: float, width: int = 32, height: int = 24) -> object:

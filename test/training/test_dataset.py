@@ -56,7 +56,8 @@ def test_many_written_bags_in_one_dataset(written_bags: list[BagSource]) -> None
 @needs_data
 def test_real_bags_and_folders_in_one_dataset() -> None:
     bags = SHARED_DATA / "bags"
-    sources = [BagSource(p) for p in find_bags(bags) if "legacy" not in str(p)]
+    large = ("legacy", "redkitchen_7scenes", "aims_lab_robot")  # the last two have 500 / 200 frames: test_recordings
+    sources = [BagSource(p) for p in find_bags(bags) if not any(name in str(p) for name in large)]
     sources.append(BagSource(bags / "legacy_rosbag2_no_metadata", "/image"))
     sources.append(ImageFolder(SHARED_DATA / "nyu_v2"))
     dataset = FrameDataset(sources)

@@ -19,6 +19,10 @@ from depth_kd.train_commands import add_train_commands, main
 from depth_kd_ros.checkpoint import ModelInfo, load_checkpoint, save_checkpoint
 from depth_kd_ros.models import build_model
 
+REPO = Path(__file__).resolve().parents[2]
+REAL = REPO.parent / "shared" / "data" / "real"
+DEFAULT_WEIGHTS = REPO / "depth_kd_ros" / "weights" / "student_default.safetensors"
+
 TINY = "model.arch_config={width_mult: 0.35, branch_channels: 4, fuse_channels: 8, refine_channels: 8}"
 SMALL = ["--size", "64x64", "--batch-size", "2", "--num-workers", "0", "--device", "cpu"]
 
@@ -68,6 +72,24 @@ def test_eval_json_is_one_object_with_every_metric(bags, student):
     assert all(isinstance(metrics[name], float) for name in METRIC_NAMES)
 
 
+@pytest.mark.skipif(not (REAL / "bags" / "redkitchen_7scenes").is_dir(), reason=f"no real sample bags at {REAL}")
+def test_eval_on_a_realsense_style_bag_picks_its_topics(capsys):
+    """compressedDepth depth, jpeg colour and CameraInfo under RealSense names: no topic flags needed."""
+    assert main(["eval", "--model", str(DEFAULT_WEIGHTS), "--data", str(REAL / "bags" / "redkitchen_7scenes"),
+                 "--json", "--device", "cpu", "--max-frames", "3"]) == 0
+    metrics = json.loads(capsys.readouterr().out)
+    assert metrics["frames"] == 3 and metrics["pixels"] > 3 * 640 * 480 // 2
+    assert 0 < metrics["abs_rel"] < 1 and 0.1 < metrics["rmse"] < 2
+
+
+@pytest.mark.skipif(not (REAL / "nyu_v2").is_dir(), reason=f"no real sample data at {REAL}")
+def test_eval_on_an_image_folder_with_depth(capsys):
+    assert main(["eval", "--model", str(DEFAULT_WEIGHTS), "--data", f"{REAL / 'nyu_v2'}#frames=1:", "--json",
+                 "--device", "cpu"]) == 0
+    metrics = json.loads(capsys.readouterr().out)
+    assert metrics["frames"] == 2 and metrics["pixels"] > 2 * 640 * 480 // 2
+
+
 def test_distill_and_export_in_process(tmp_path, bags, student, capsys):
     out = tmp_path / "student"
     assert main(["distill", "--teacher", str(student), "--data", str(bags["x"]), "--steps", "2", "--out", str(out),
@@ -90,7 +112,9 @@ def test_distill_and_export_in_process(tmp_path, bags, student, capsys):
 
 @pytest.mark.parametrize("make_args, message", [
     (lambda t, b, s: ["train-teacher", "--data", str(t / "nope"), "--out", str(t)],
-     "depth-kd train-teacher: error: data.train: no such bag: {t}/nope"),
+     "depth-kd train-teacher: error: data.train: no such bag or image folder: {t}/nope"),
+    (lambda t, b, s: ["train-teacher", "--data", f"{b['x']}#frames=4:2", "--out", str(t)],
+     "depth-kd train-teacher: error: {x}: selection #frames=4:2: empty range, the start must be below the end"),
     (lambda t, b, s: ["distill", "--teacher", str(t / "missing.safetensors"), "--data", str(b["x"]), "--out", str(t)],
      "depth-kd distill: error: distill.teacher: no such file or folder: {t}/missing.safetensors"),
     (lambda t, b, s: ["distill", "--data", str(b["x"]), "--out", str(t)],
@@ -105,7 +129,7 @@ def test_distill_and_export_in_process(tmp_path, bags, student, capsys):
 def test_bad_input_gives_one_error_line_and_exit_code_2(tmp_path, bags, student, capsys, make_args, message):
     assert main(make_args(tmp_path, bags, student)) == 2
     captured = capsys.readouterr()
-    assert captured.err.strip() == message.format(t=tmp_path)
+    assert captured.err.strip() == message.format(t=tmp_path, x=bags["x"])
     assert captured.out == ""
 
 

@@ -96,7 +96,7 @@ def test_validation_names_the_problem(tmp_path, bags):
     with pytest.raises(ConfigError, match="needs a teacher"):
         config.validate()
     config = tiny_config(tmp_path, tmp_path / "missing")
-    with pytest.raises(ConfigError, match="no such bag: .*missing"):
+    with pytest.raises(ConfigError, match="no such bag or image folder: .*missing"):
         config.validate()
     assert parse_size("64x96") == (64, 96)
     with pytest.raises(ConfigError, match="multiples of 32"):

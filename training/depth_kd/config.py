@@ -10,6 +10,7 @@ checkpoint, so a result always carries the exact settings that produced it. Ever
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -23,6 +24,10 @@ SCHEDULES = ("cosine", "poly", "constant")
 TEACHER_KINDS = ("auto", "mff", "hf", "onnx", "tflite")
 TEACHER_OUTPUTS = ("auto", "metric", "relative_inverse")
 RESUME = ("auto", "always", "never")
+# Default topic names (a RealSense-style driver's); absent from a bag, the bag's only candidate is used instead
+# (one rule, in depth_kd.data.bags.BagSource). Here, not in bags.py: the CLI parser needs them without rosbags.
+DEFAULT_IMAGE_TOPIC = "/camera/image_raw"
+DEFAULT_DEPTH_TOPIC = "/camera/depth/image"
 DEFAULT_OPSET = 17  # lowest ONNX opset ``depth-kd export`` writes (here, not in export.py: the CLI parser needs it)
 
 
@@ -55,15 +60,20 @@ class ModelConfig:
 
 @dataclass
 class DataConfig:
-    """Where the frames come from (rosbag2 folders, .db3/.mcap files or ROS 1 .bag files)."""
+    """Where the frames come from (rosbag2 folders, .db3/.mcap/.bag files or image folders; PATH#frames=A:B or
+    PATH#time=T0:T1 selects part of one)."""
 
     train: list = _opt([], "labeled target bags X (images + ground-truth depth)")
     aux: list = _opt([], "auxiliary bags U (images only; the teacher provides targets)")
     eval: list = _opt([], "held-out bags with ground-truth depth, evaluated every run.eval_every steps")
-    image_topic: str | None = _opt("/camera/image_raw", "image topic; null = the bag's only image topic besides "
-                                   "the depth topic")
-    depth_topic: str = _opt("/camera/depth/image", "ground-truth depth topic in X (32FC1 m or 16UC1 mm)")
-    camera_info_topic: str | None = _opt("auto", "CameraInfo topic; 'auto' = the only one; null = none")
+    image_topic: str | None = _opt(DEFAULT_IMAGE_TOPIC, "image topic; if absent (or null), the bag's only image "
+                                   "topic that is not depth")
+    depth_topic: str = _opt(DEFAULT_DEPTH_TOPIC, "ground-truth depth topic in X (32FC1 m, 16UC1 mm or "
+                            "compressedDepth); if absent, the bag's only topic with 'depth' in its name")
+    camera_info_topic: str | None = _opt("auto", "CameraInfo topic; 'auto' = the only one, or the one in the "
+                                         "image topic's namespace; null = none")
+    assumed_fx: float | None = _opt(None, "focal length in pixels at the image's own size for bags/folders without "
+                                    "CameraInfo (fx = fy, principal point at the centre); null = unknown")
     stride: int = _opt(1, "keep every n-th image message")
     depth_tolerance_s: float = _opt(0.0, "max stamp difference between image and depth (0 = exact match)")
     num_workers: int = _opt(2, "DataLoader worker processes per rank (0 = load in the training process)")
@@ -220,6 +230,8 @@ class TrainConfig:
                 k.teacher_focal_px is not None and not (k.teacher_focal_px > 0 and k.teacher_focal_width > 0)):
             raise ConfigError(f"distill.teacher_focal_px and distill.teacher_focal_width must both be positive or "
                               f"both null, got {k.teacher_focal_px} and {k.teacher_focal_width}")
+        if d.assumed_fx is not None and not (math.isfinite(d.assumed_fx) and d.assumed_fx > 0):
+            raise ConfigError(f"data.assumed_fx must be a positive number of pixels or null, got {d.assumed_fx}")
         if k.mode == "kd_xu" and not (0.0 < k.aux_share < 1.0 and o.batch_size >= 2):
             raise ConfigError(f"kd_xu needs 0 < distill.aux_share < 1 and optim.batch_size >= 2, got "
                               f"{k.aux_share} and {o.batch_size}")
@@ -230,11 +242,7 @@ class TrainConfig:
         if k.mode != "supervised" and not k.teacher:
             raise ConfigError(f"mode {k.mode} needs a teacher (--teacher / distill.teacher)")
         for name in ("train", "aux", "eval"):
-            paths = [str(Path(p).expanduser().resolve()) for p in getattr(d, name)]
-            for path in paths:
-                if not Path(path).exists():
-                    raise ConfigError(f"data.{name}: no such bag: {path}")
-            setattr(d, name, paths)
+            setattr(d, name, [_resolve_data_spec(f"data.{name}", spec) for spec in getattr(d, name)])
         if m.encoder_weights:
             m.encoder_weights = str(Path(m.encoder_weights).expanduser().resolve())
             if not Path(m.encoder_weights).is_file():
@@ -249,6 +257,17 @@ class TrainConfig:
     def cache_dir(self) -> Path:
         """Where teacher predictions are cached."""
         return Path(self.distill.cache_dir) if self.distill.cache_dir else Path(self.run.out) / "teacher_cache"
+
+
+def _resolve_data_spec(key: str, spec: str) -> str:
+    """``spec`` with its path made absolute (a ``#frames=``/``#time=`` suffix kept); ConfigError if it is missing."""
+    from depth_kd.data.selection import parse_data_spec
+
+    path, selection = parse_data_spec(spec)
+    resolved = Path(path).expanduser().resolve()
+    if not resolved.exists():
+        raise ConfigError(f"{key}: no such bag or image folder: {resolved}")
+    return str(resolved) + (selection.spec() if selection else "")
 
 
 _GROUPS: dict[str, type] = {}  # filled below, once TrainConfig exists

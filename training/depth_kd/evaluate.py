@@ -8,16 +8,20 @@ from typing import Any
 
 import torch
 
-from depth_kd.data import BagSource, resize_and_crop
+from depth_kd.config import DEFAULT_IMAGE_TOPIC
+from depth_kd.data import open_source, resize_and_crop
 from depth_kd.metrics import DepthMetricAccumulator, json_metrics
-from depth_kd.train_data import pick_image_topic
 from depth_kd_ros.inference import DepthEstimator
 
 
-def evaluate_checkpoint(checkpoint: str | Path, bags: list[str], depth_topic: str, image_topic: str | None = None,
+def evaluate_checkpoint(checkpoint: str | Path, bags: list[str], depth_topic: str,
+                        image_topic: str | None = DEFAULT_IMAGE_TOPIC,
                         size: tuple[int, int] | None = None, device: str = "auto",
                         max_frames: int = 0) -> dict[str, Any]:
     """Metrics of a node-format checkpoint on ``bags`` through the node's own inference path.
+
+    ``bags`` are data paths as the training commands take them (bags or image folders with a ``depth/``
+    folder, ``#frames=A:B``/``#time=T0:T1`` allowed), opened by the same :func:`~depth_kd.data.open_source`.
 
     Each frame goes through :class:`~depth_kd_ros.inference.DepthEstimator` exactly as on the robot
     (resize to the processing size, the camera's fx for the focal rescale, clamp to the depth range),
@@ -29,8 +33,7 @@ def evaluate_checkpoint(checkpoint: str | Path, bags: list[str], depth_topic: st
     acc = DepthMetricAccumulator(info.min_depth, info.max_depth)
     frames = 0
     for bag in bags:
-        topic = pick_image_topic(bag, image_topic, depth_topic)
-        source = BagSource(bag, topic, depth_topic=depth_topic, require_depth=True)
+        source = open_source(bag, image_topic=image_topic, depth_topic=depth_topic, require_depth=True)
         for index in range(len(source)):
             if max_frames and frames >= max_frames:
                 break

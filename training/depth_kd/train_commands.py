@@ -52,7 +52,8 @@ def _size(text: str) -> tuple[int, int]:
 
 def _training_flags(parser: argparse.ArgumentParser) -> None:
     """Flags shared by train-teacher and distill."""
-    parser.add_argument("--data", nargs="+", metavar="BAG", help="labeled bags X (image + depth topics)")
+    parser.add_argument("--data", nargs="+", metavar="BAG", help="labeled bags X (image + depth topics) or image "
+                        "folders with depth/; BAG#frames=A:B or BAG#time=T0:T1 uses part of one")
     parser.add_argument("--steps", type=int, help="optimiser steps")
     parser.add_argument("--out", metavar="DIR", help="output folder (final.safetensors, state, tb/)")
     parser.add_argument("--config", metavar="YAML", help="config file (e.g. training/configs/teacher.yaml)")
@@ -60,7 +61,8 @@ def _training_flags(parser: argparse.ArgumentParser) -> None:
                         help="override any config key, e.g. --set optim.lr=3e-4 (repeatable)")
     parser.add_argument("--arch", help="registry architecture (mobilenetv2_mff, resnet34_mff)")
     parser.add_argument("--size", type=_size, metavar="HxW", help="training size, multiples of 32, e.g. 224x288")
-    parser.add_argument("--eval-data", nargs="+", metavar="BAG", help="held-out bags with depth for evaluation")
+    parser.add_argument("--eval-data", nargs="+", metavar="BAG", help="held-out bags (or image folders) with depth "
+                        "for evaluation; #frames=A:B / #time=T0:T1 allowed")
     parser.add_argument("--batch-size", type=int, help="frames per micro-batch per rank")
     parser.add_argument("--lr", type=float, help="peak learning rate")
     parser.add_argument("--device", help="auto | cpu | cuda | cuda:N")
@@ -103,7 +105,8 @@ def add_train_commands(subparsers: argparse._SubParsersAction) -> None:
                               description="Knowledge distillation of a student (default mobilenetv2_mff).")
     _training_flags(p)
     p.add_argument("--teacher", metavar="PATH", help="node checkpoint, transformers folder, .onnx or .tflite")
-    p.add_argument("--aux", nargs="+", metavar="BAG", help="auxiliary bags U (images only)")
+    p.add_argument("--aux", nargs="+", metavar="BAG", help="auxiliary bags or image folders U (images only); "
+                   "#frames=A:B / #time=T0:T1 allowed")
     p.add_argument("--mode", choices=MODES, help="default: kd_xu with --aux, else kd_x")
     p.add_argument("--aux-share", type=float, help="share of each kd_xu batch drawn from U (default 0.5)")
     p.add_argument("--teacher-kind", choices=TEACHER_KINDS, help="default: from the path")
@@ -118,11 +121,14 @@ def add_train_commands(subparsers: argparse._SubParsersAction) -> None:
                               description="AbsRel, SqRel, RMSE, RMSE log, log10, d1-d3 through the node's "
                                           "inference path.")
     p.add_argument("--model", required=True, metavar="PATH", help="node-format checkpoint (.safetensors)")
-    p.add_argument("--data", required=True, nargs="+", metavar="BAG", help="bags with a depth topic")
+    p.add_argument("--data", required=True, nargs="+", metavar="BAG", help="bags with a depth topic or image folders "
+                   "with depth/; BAG#frames=A:B or BAG#time=T0:T1 uses part of one")
     p.add_argument("--json", action="store_true", help="print the metrics as one JSON object on stdout")
     p.add_argument("--size", type=_size, metavar="HxW", help="resize/crop frames to this size first")
-    p.add_argument("--image-topic", default=TrainConfig().data.image_topic, help="image topic")
-    p.add_argument("--depth-topic", default=TrainConfig().data.depth_topic, help="ground-truth depth topic")
+    p.add_argument("--image-topic", default=TrainConfig().data.image_topic,
+                   help="image topic (default %(default)s; if absent, the bag's only image topic)")
+    p.add_argument("--depth-topic", default=TrainConfig().data.depth_topic,
+                   help="ground-truth depth topic (default %(default)s; if absent, the bag's only depth topic)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     p.add_argument("--max-frames", type=int, default=0, help="evaluate at most this many frames (0 = all)")
     p.set_defaults(handler=_guarded(_eval, "eval"))

@@ -1,35 +1,27 @@
-"""The run's frames: bags opened as the config says, and endless, resumable per-rank batch streams over them."""
+"""The run's frames (bags and image folders, opened as the config says) and endless, resumable per-rank batches."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch.utils.data import DataLoader
 
 from depth_kd.config import ConfigError, TrainConfig
-from depth_kd.data import BagSource, EpochSampler, FrameDataset, bag_topics
-from depth_kd.data.bags import COMPRESSED_IMAGE, IMAGE
+from depth_kd.data import BagSource, EpochSampler, FrameDataset, ImageFolder, open_source
 from depth_kd.distributed import DistContext
 
 
-def pick_image_topic(path: str | Path, topic: str | None, depth_topic: str | None) -> str | None:
-    """``topic``, or else the bag's only image topic that is not ``depth_topic`` (None: let BagSource decide)."""
-    if topic is not None:
-        return topic
-    images = [name for name, (kind, _) in bag_topics(path).items()
-              if kind in (IMAGE, COMPRESSED_IMAGE) and name != depth_topic]
-    return images[0] if len(images) == 1 else None
+def open_sources(paths: list[str], config: TrainConfig, depth_topic: str | None) -> list[BagSource | ImageFolder]:
+    """One source per data path (bag or image folder, ``#frames=``/``#time=`` allowed; see data.sources).
 
-
-def open_sources(paths: list[str], config: TrainConfig, depth_topic: str | None) -> list[BagSource]:
-    """One :class:`BagSource` per bag; with ``depth_topic`` only frames that have depth are kept."""
+    With ``depth_topic`` only frames that have depth are kept. Topics are chosen by BagSource's one rule.
+    """
     d = config.data
-    return [BagSource(p, pick_image_topic(p, d.image_topic, d.depth_topic), depth_topic=depth_topic,
-                      camera_info_topic=d.camera_info_topic, stride=d.stride, depth_tolerance_s=d.depth_tolerance_s,
-                      require_depth=depth_topic is not None)
+    return [open_source(p, image_topic=d.image_topic, depth_topic=depth_topic, camera_info_topic=d.camera_info_topic,
+                        stride=d.stride, depth_tolerance_s=d.depth_tolerance_s, require_depth=depth_topic is not None,
+                        assumed_fx=d.assumed_fx)
             for p in paths]
 
 

@@ -23,18 +23,30 @@ process (never shared across ``fork``) and dropped when the source is pickled.
 
 Rules, applied in this order:
 
-1. **Image topic**: ``topic`` if given, else the only ``Image``/``CompressedImage`` topic in the bag.
+1. **Image topic**: ``topic`` if the bag has it; if ``topic`` is None or the default ``/camera/image_raw``
+   (``DEFAULT_IMAGE_TOPIC``) and absent, the bag's only image-like topic (an ``Image``/``CompressedImage``
+   that is not depth: no "depth" in its name), with one info line saying so; several -> BagError listing
+   them. Any other absent topic is an error listing the bag's topics.
 2. **Stamp**: the header stamp, or the receive time where the header stamp is zero.
-3. **Subsampling**: the n-th image message (n = 0, 1, ...) is kept when ``n % stride == 0`` and its
-   stamp is at least ``min_gap_s`` from the previously kept frame's.
-4. **Depth** (``depth_topic``, a 32FC1 or 16UC1 ``Image``): the message with the nearest header stamp,
-   if within ``depth_tolerance_s`` (0 = exact stamp match); otherwise the frame has no ``depth``
+3. **Selection** (``selection``, see selection.py): ``#frames=A:B`` keeps image messages A..B-1, ``#time=T0:T1``
+   stamps T0 <= t < T1 seconds after the first image message's.
+4. **Subsampling**: the n-th image message (n = 0, 1, ... from the bag's first) is kept when ``n % stride == 0``
+   and its stamp is at least ``min_gap_s`` from the previously kept frame's.
+5. **Depth** (``depth_topic``): a 32FC1/16UC1 ``Image`` or a compressed_depth_image_transport
+   ``CompressedImage`` (``16UC1; compressedDepth png`` ...), chosen like the image topic (the default
+   ``/camera/depth/image`` falls back to the only Image/CompressedImage with "depth" in its name, e.g.
+   ``/camera/aligned_depth_to_color/image_raw/compressedDepth``). The message with the nearest header stamp
+   is used if within ``depth_tolerance_s`` (0 = exact stamp match); otherwise the frame has no ``depth``
    (or is dropped with ``require_depth=True``).
-5. **Intrinsics** (``camera_info_topic``; ``"auto"`` = the only CameraInfo topic, or the one in the image
-   topic's namespace): with ``camera_info_tolerance_s=None``, the latest CameraInfo stamped at or before
-   the frame (the earliest one if none is, since CameraInfo rarely changes); with a tolerance, the one
+6. **Intrinsics** (``camera_info_topic``; ``"auto"`` = the only CameraInfo topic, or the one sharing the longest
+   namespace with the image topic): with ``camera_info_tolerance_s=None``, the latest CameraInfo stamped at or
+   before the frame (the earliest one if none is, since CameraInfo rarely changes); with a tolerance, the one
    nearest in stamp within it, else NaN. fx, fy, cx, cy come from K (P if K is zero) and are rescaled
-   if the image size differs from the CameraInfo's width/height.
+   if the image size differs from the CameraInfo's width/height. A bag without CameraInfo is still usable
+   (one warning): fx = fy = ``assumed_fx``, cx = w/2, cy = h/2 if given, else NaN.
+
+Frame keys are ``"<bag>|<topic>|<stamp_ns>"`` (``#n`` for the n-th repeat of a stamp among all the topic's
+messages), independent of stride and selection, so the teacher cache stays valid when either changes.
 """
 
 from __future__ import annotations
@@ -43,7 +55,7 @@ import bisect
 import logging
 import os
 import struct
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -55,11 +67,28 @@ from rosbags.rosbag2 import ReaderError as Ros2ReaderError
 from rosbags.serde import SerdeError
 from rosbags.typesys import Stores, get_typestore
 
-from depth_kd_ros.image_codec import ImageDecodeError, compressed_to_rgb, depth_image_to_metres, image_to_rgb
+from depth_kd.config import DEFAULT_DEPTH_TOPIC, DEFAULT_IMAGE_TOPIC
+from depth_kd_ros.image_codec import (
+    ImageDecodeError,
+    compressed_depth_to_metres,
+    compressed_to_rgb,
+    depth_image_to_metres,
+    image_to_rgb,
+)
 
 from .frame import NAN, DataError, Frame, make_frame
+from .selection import Selection
 
-__all__ = ["BagError", "BagSource", "bag_topics", "find_bags", "open_bag", "resolve_bag_path"]
+__all__ = [
+    "BagError",
+    "BagSource",
+    "bag_topics",
+    "depth_topic_candidates",
+    "find_bags",
+    "image_topic_candidates",
+    "open_bag",
+    "resolve_bag_path",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -73,6 +102,13 @@ _FALLBACK_TYPESTORE = get_typestore(Stores.ROS2_JAZZY)
 # What rosbags raises on unreadable, truncated or corrupt bags.
 _READ_ERRORS = (AnyReaderError, Ros1ReaderError, Ros2ReaderError, SerdeError, struct.error, EOFError, OSError)
 _WARNED_NO_METADATA: set[Path] = set()
+_SAID: set[tuple] = set()  # (path, what, ...) already logged in this process: one line per bag, not per opening
+
+
+def _log_once(key: tuple, level: int, message: str, *args: Any) -> None:
+    if key not in _SAID:
+        _SAID.add(key)
+        logger.log(level, message, *args)
 
 
 class BagError(DataError):
@@ -96,8 +132,8 @@ def resolve_bag_path(path: str | Path) -> Path:
         storage = sorted(p for p in path.iterdir() if p.suffix in STORAGE_SUFFIXES and p.is_file())
         if not storage:
             raise BagError(
-                f"{path}: not a bag: the folder has no metadata.yaml and no .db3 or .mcap file "
-                "(expected a rosbag2 folder, a .db3/.mcap file or a ROS 1 .bag file)"
+                f"{path}: not a bag: the folder has no metadata.yaml and no .db3 or .mcap file, nor any images "
+                "(expected a rosbag2 folder, a .db3/.mcap file, a ROS 1 .bag file or a folder of .png/.jpg images)"
             )
         if len(storage) > 1:
             names = ", ".join(p.name for p in storage)
@@ -167,6 +203,31 @@ def bag_topics(path: str | Path) -> dict[str, tuple[str, int]]:
     """``{topic: (message type, message count)}`` of a bag."""
     with open_bag(path) as reader:
         return _topic_table(reader)
+
+
+def _is_depth_name(topic: str) -> bool:
+    """Depth by name: "depth" anywhere (``/camera/depth/image``, ``.../image_raw/compressedDepth``)."""
+    return "depth" in topic.lower()
+
+
+def image_topic_candidates(topics: dict[str, tuple[str, int]]) -> list[str]:
+    """Image/CompressedImage topics that are not depth by name, sorted: what an image topic is picked from."""
+    return [n for n in sorted(topics) if topics[n][0] in (IMAGE, COMPRESSED_IMAGE) and not _is_depth_name(n)]
+
+
+def depth_topic_candidates(topics: dict[str, tuple[str, int]]) -> list[str]:
+    """Image/CompressedImage topics that are depth by name, sorted: what a depth topic is picked from."""
+    return [n for n in sorted(topics) if topics[n][0] in (IMAGE, COMPRESSED_IMAGE) and _is_depth_name(n)]
+
+
+def _shared_prefix(a: str, b: str) -> int:
+    """Number of leading path components ``a`` and ``b`` share (leading slashes ignored)."""
+    count = 0
+    for x, y in zip(a.strip("/").split("/"), b.strip("/").split("/"), strict=False):
+        if x != y:
+            break
+        count += 1
+    return count
 
 
 def _describe(topics: dict[str, tuple[str, int]], names: list[str] | None = None) -> str:
@@ -241,31 +302,42 @@ class BagSource:
         depth_tolerance_s: float = 0.0,
         camera_info_tolerance_s: float | None = None,
         require_depth: bool = False,
+        selection: Selection | None = None,
+        assumed_fx: float | None = None,
     ) -> None:
         if stride < 1 or min_gap_s < 0 or depth_tolerance_s < 0:
             raise ValueError(
                 f"need stride >= 1, min_gap_s >= 0, depth_tolerance_s >= 0; got {stride}, {min_gap_s}, "
                 f"{depth_tolerance_s}"
             )
+        if assumed_fx is not None and not assumed_fx > 0:
+            raise ValueError(f"assumed_fx must be positive (pixels) or None, got {assumed_fx}")
         self.path = Path(path).expanduser().resolve() if Path(path).exists() else Path(path)
         self.source = str(self.path)
+        self.selection = selection
+        self.assumed_fx = assumed_fx
         self._reader: AnyReader | None = None
         self._reader_pid = -1
         self._cameras: list[_Camera] = []
         with open_bag(self.path) as reader:
             topics = _topic_table(reader)
-            self.topic = self._pick_image_topic(topics, topic)
+            self.topic = self._pick_image_topic(topics, topic, depth_topic)
             self.image_type = topics[self.topic][0]
-            self.depth_topic = self._check_depth_topic(topics, depth_topic)
+            self.depth_topic = self._pick_depth_topic(topics, depth_topic)
+            self.depth_type = topics[self.depth_topic][0] if self.depth_topic else None
             self.camera_info_topic = self._pick_camera_info_topic(topics, camera_info_topic)
             images, depths, infos = self._scan(reader, stride, int(round(min_gap_s * 1e9)))
+        if selection is not None and not images:
+            raise BagError(f"{self.path}: {self.topic}{selection.spec()} selects no frames (stride {stride}); "
+                           f"the topic has {topics[self.topic][1]} messages")
         self._entries = self._match(images, depths, infos, depth_tolerance_s, camera_info_tolerance_s)
         if require_depth:
             self._entries = [e for e in self._entries if e.depth is not None]
         logger.info(
-            "%s: %s, %d frames kept (stride %d, min gap %.3f s), %d with depth, camera info %s",
+            "%s: %s%s, %d frames kept (stride %d, min gap %.3f s), %d with depth, camera info %s",
             self.path,
             self.topic,
+            selection.spec() if selection else "",
             len(self._entries),
             stride,
             min_gap_s,
@@ -273,73 +345,94 @@ class BagSource:
             self.camera_info_topic,
         )
 
-    # ---- choosing topics -------------------------------------------------------------------------
+    # ---- choosing topics (one rule for every caller: see the module docstring) ---------------------
 
-    def _pick_image_topic(self, topics: dict[str, tuple[str, int]], topic: str | None) -> str:
-        images = [n for n in sorted(topics) if topics[n][0] in (IMAGE, COMPRESSED_IMAGE)]
-        if topic is None:
-            if len(images) == 1:
-                return images[0]
-            if not images:
-                raise BagError(f"{self.path}: no Image or CompressedImage topic; topics: {_describe(topics)}")
-            raise BagError(f"{self.path}: several image topics, choose one with `topic`: {_describe(topics, images)}")
-        if topic not in topics:
-            raise BagError(f"{self.path}: no topic {topic!r}; topics: {_describe(topics)}")
-        if topics[topic][0] not in (IMAGE, COMPRESSED_IMAGE):
-            raise BagError(
-                f"{self.path}: topic {topic!r} is {topics[topic][0]}, not an Image or CompressedImage; "
-                f"image topics: {_describe(topics, images)}"
-            )
-        return topic
+    def _pick_image_topic(self, topics: dict[str, tuple[str, int]], topic: str | None, depth_topic: str | None) -> str:
+        images = [n for n in image_topic_candidates(topics) if n != depth_topic]
+        if topic is not None and (topic in topics or topic != DEFAULT_IMAGE_TOPIC):
+            if topic not in topics:
+                raise BagError(f"{self.path}: no topic {topic!r}; topics: {_describe(topics)}")
+            if topics[topic][0] not in (IMAGE, COMPRESSED_IMAGE):
+                raise BagError(
+                    f"{self.path}: topic {topic!r} is {topics[topic][0]}, not an Image or CompressedImage; "
+                    f"image topics: {_describe(topics, images)}"
+                )
+            return topic
+        absent = f"no topic {topic!r} and " if topic else ""
+        if len(images) == 1:
+            if topic:
+                _log_once((self.path, "image", images[0]), logging.INFO, "%s: no image topic %s; using %s, the "
+                          "bag's only image topic", self.path, topic, images[0])
+            return images[0]
+        if not images:
+            raise BagError(f"{self.path}: {absent}no Image or CompressedImage topic; topics: {_describe(topics)}")
+        raise BagError(f"{self.path}: {absent}several image topics, choose one with `topic` (--image-topic, "
+                       f"data.image_topic): {_describe(topics, images)}")
 
-    def _check_depth_topic(self, topics: dict[str, tuple[str, int]], topic: str | None) -> str | None:
+    def _pick_depth_topic(self, topics: dict[str, tuple[str, int]], topic: str | None) -> str | None:
         if topic is None:
             return None
+        if topic not in topics and topic == DEFAULT_DEPTH_TOPIC:
+            candidates = depth_topic_candidates(topics)
+            if len(candidates) != 1:
+                found = f"several depth topics, choose one with `depth_topic` (--depth-topic, data.depth_topic): " \
+                        f"{_describe(topics, candidates)}" if candidates else f"topics: {_describe(topics)}"
+                raise BagError(f"{self.path}: no depth topic {topic!r}; {found}")
+            _log_once((self.path, "depth", candidates[0]), logging.INFO, "%s: no depth topic %s; using %s, the "
+                      "bag's only depth topic", self.path, topic, candidates[0])
+            topic = candidates[0]
         if topic not in topics:
             raise BagError(f"{self.path}: no depth topic {topic!r}; topics: {_describe(topics)}")
-        if topics[topic][0] != IMAGE:
+        if topics[topic][0] not in (IMAGE, COMPRESSED_IMAGE):
             raise BagError(
-                f"{self.path}: depth topic {topic!r} is {topics[topic][0]}; need a sensor_msgs/msg/Image "
-                "in 32FC1 (metres) or 16UC1 (millimetres)"
+                f"{self.path}: depth topic {topic!r} is {topics[topic][0]}; need a sensor_msgs/msg/Image in 32FC1 "
+                "(metres) or 16UC1 (millimetres), or a compressedDepth sensor_msgs/msg/CompressedImage"
             )
         return topic
 
     def _pick_camera_info_topic(self, topics: dict[str, tuple[str, int]], topic: str | None) -> str | None:
         infos = [n for n in sorted(topics) if topics[n][0] == CAMERA_INFO]
-        if topic is None:
-            return None
-        if topic != "auto":
+        if topic is not None and topic != "auto":
             if topic not in infos:
                 raise BagError(
                     f"{self.path}: no CameraInfo topic {topic!r}; CameraInfo topics: {_describe(topics, infos)}"
                 )
             return topic
-        if len(infos) <= 1:
-            return infos[0] if infos else None
-        namespace = self.topic.lstrip("/").split("/")[0]
-        near = [n for n in infos if n.lstrip("/").split("/")[0] == namespace]
-        if len(near) == 1:
-            return near[0]
-        logger.warning(
-            "%s: several CameraInfo topics (%s); intrinsics unknown unless camera_info_topic is given",
-            self.path,
-            ", ".join(infos),
-        )
+        if topic is None:
+            return None
+        if not infos:
+            self._warn_no_camera_info()
+            return None
+        shared = {n: _shared_prefix(n.rpartition("/")[0], self.topic) for n in infos}
+        best = [n for n in infos if shared[n] == max(shared.values())]
+        if len(best) == 1:
+            return best[0]
+        _log_once((self.path, "infos"), logging.WARNING, "%s: several CameraInfo topics (%s) and none in the "
+                  "namespace of %s; intrinsics unknown unless camera_info_topic is given", self.path,
+                  ", ".join(infos), self.topic)
         return None
+
+    def _warn_no_camera_info(self) -> None:
+        if self.assumed_fx is None:
+            assumption = "intrinsics unknown (NaN); the trainer will assume the teacher's focal length"
+        else:
+            assumption = f"assuming fx = fy = {self.assumed_fx:g} px (data.assumed_fx), principal point at the centre"
+        _log_once((self.path, "no camera info"), logging.WARNING, "%s: no CameraInfo topic; %s", self.path, assumption)
 
     # ---- indexing ---------------------------------------------------------------------------------
 
     def _scan(
         self, reader: AnyReader, stride: int, min_gap_ns: int
-    ) -> tuple[list[tuple[_Where, int]], list[tuple[int, _Where]], list[tuple[int, _Camera]]]:
-        """One pass in receive order -> kept images (where, stamp), depths (stamp, where), infos."""
+    ) -> tuple[list[tuple[_Where, int, str]], list[tuple[int, _Where]], list[tuple[int, _Camera]]]:
+        """One pass in receive order -> kept images (where, stamp, key), depths (stamp, where), infos."""
         wanted = {t for t in (self.topic, self.depth_topic, self.camera_info_topic) if t}
         connections = [c for c in reader.connections if c.topic in wanted]
         last_time: dict[str, tuple[int, int]] = {}  # topic -> (receive_ns, nth)
-        images: list[tuple[_Where, int]] = []
+        images: list[tuple[_Where, int, str]] = []
         depths: list[tuple[int, _Where]] = []
         infos: list[tuple[int, _Camera]] = []
-        position, last_kept = 0, None
+        repeats: dict[int, int] = {}  # stamp -> how often seen on the image topic so far
+        position, first_stamp, last_kept = 0, None, None
         for connection, receive_ns, raw in reader.messages(connections):
             topic = connection.topic
             prev = last_time.get(topic)
@@ -348,20 +441,35 @@ class BagSource:
             msg = reader.deserialize(raw, ros2_type_name(connection.msgtype))
             stamp = _stamp_ns(msg, receive_ns)
             if topic == self.topic:
-                keep = position % stride == 0 and (last_kept is None or abs(stamp - last_kept) >= min_gap_ns)
+                first_stamp = stamp if first_stamp is None else first_stamp
+                key = self._key(stamp, repeats)
+                keep = self._selected(position, stamp - first_stamp) and position % stride == 0
+                keep = keep and (last_kept is None or abs(stamp - last_kept) >= min_gap_ns)
                 position += 1
                 if keep:
-                    images.append((_Where(receive_ns, nth), stamp))
+                    images.append((_Where(receive_ns, nth), stamp, key))
                     last_kept = stamp
             if topic == self.depth_topic:
+                if not depths:
+                    self._decode_checked(msg, self.depth_topic, stamp, self._decode_depth)  # fail early on format
                 depths.append((stamp, _Where(receive_ns, nth)))
             if topic == self.camera_info_topic:
                 infos.append((stamp, _camera_from_msg(msg)))
         return images, depths, infos
 
+    def _selected(self, position: int, offset_ns: int) -> bool:
+        s = self.selection
+        return s is None or (s.keeps_position(position) and s.keeps_time(offset_ns))
+
+    def _key(self, stamp: int, repeats: dict[int, int]) -> str:
+        """``"<bag>|<topic>|<stamp>"``, ``#n`` for the n-th repeat of a stamp among all the topic's messages."""
+        repeats[stamp] = repeats.get(stamp, -1) + 1
+        key = f"{self.source}|{self.topic}|{stamp}"
+        return f"{key}#{repeats[stamp]}" if repeats[stamp] else key
+
     def _match(
         self,
-        images: list[tuple[_Where, int]],
+        images: list[tuple[_Where, int, str]],
         depths: list[tuple[int, _Where]],
         infos: list[tuple[int, _Camera]],
         depth_tolerance_s: float,
@@ -373,9 +481,8 @@ class BagSource:
         info_stamps = [i[0] for i in infos]
         depth_tol = int(round(depth_tolerance_s * 1e9))
         cameras: dict[_Camera, int] = {}
-        seen: dict[int, int] = {}
         entries = []
-        for where, stamp in images:
+        for where, stamp, key in images:
             depth = None
             if depths:
                 j = _nearest(depth_stamps, stamp)
@@ -390,10 +497,6 @@ class BagSource:
                     j = j if abs(info_stamps[j] - stamp) <= camera_info_tolerance_s * 1e9 else -1
                 if j >= 0:
                     camera = cameras.setdefault(infos[j][1], len(cameras))
-            key = f"{self.source}|{self.topic}|{stamp}"
-            seen[stamp] = seen.get(stamp, -1) + 1
-            if seen[stamp]:
-                key += f"#{seen[stamp]}"
             entries.append(_Entry(where, stamp, key, depth, camera))
         self._cameras = list(cameras)
         return entries
@@ -415,42 +518,59 @@ class BagSource:
         """Read and decode frame ``index`` (see depth_kd.data.frame for the keys)."""
         entry = self._entries[index]
         reader = self._reader_here()
-        try:
-            msg = self._read(reader, self.topic, entry.image)
-            rgb = self._decode_image(msg)
-            depth = None
-            if entry.depth is not None:
-                assert self.depth_topic is not None
-                dmsg = self._read(reader, self.depth_topic, entry.depth)
-                depth = depth_image_to_metres(
-                    dmsg.encoding, dmsg.height, dmsg.width, dmsg.step, dmsg.data, bool(dmsg.is_bigendian)
-                )
-        except ImageDecodeError as err:
-            raise BagError(f"{self.path}: frame at stamp {entry.stamp_ns} ns: {err}") from err
-        except _READ_ERRORS as err:
-            raise BagError(f"{self.path}: cannot read frame at stamp {entry.stamp_ns} ns: {err}") from err
+        rgb = self._read_decoded(reader, self.topic, entry.image, entry.stamp_ns, self._decode_image)
+        depth = None
+        if entry.depth is not None:
+            assert self.depth_topic is not None
+            depth = self._read_decoded(reader, self.depth_topic, entry.depth, entry.stamp_ns, self._decode_depth)
         height, width = rgb.shape[:2]
         if depth is not None and depth.shape != (height, width):
             raise BagError(
                 f"{self.path}: depth on {self.depth_topic} is {depth.shape[1]}x{depth.shape[0]} but the "
                 f"image on {self.topic} is {width}x{height}; use a depth topic registered to the image"
             )
-        fx = fy = cx = cy = NAN
+        return make_frame(rgb, self._intrinsics(entry, width, height), entry.stamp_ns, self.source, self.topic,
+                          entry.key, depth)
+
+    def _intrinsics(self, entry: _Entry, width: int, height: int) -> tuple[float, float, float, float]:
+        """fx, fy, cx, cy at this image size: from CameraInfo, else ``assumed_fx`` for bags without one, else NaN."""
         if entry.camera >= 0:
             cam = self._cameras[entry.camera]
             sx = width / cam.width if cam.width else 1.0
             sy = height / cam.height if cam.height else 1.0
-            fx, fy, cx, cy = cam.fx * sx, cam.fy * sy, cam.cx * sx, cam.cy * sy
-        return make_frame(rgb, (fx, fy, cx, cy), entry.stamp_ns, self.source, self.topic, entry.key, depth)
+            return cam.fx * sx, cam.fy * sy, cam.cx * sx, cam.cy * sy
+        if self.camera_info_topic is None and self.assumed_fx is not None:
+            return self.assumed_fx, self.assumed_fx, width / 2, height / 2
+        return NAN, NAN, NAN, NAN
 
     def __iter__(self) -> Iterator[Frame]:
         """All kept frames in order, one in memory at a time."""
         return (self.load(i) for i in range(len(self)))
 
+    def _read_decoded(self, reader: AnyReader, topic: str, where: _Where, stamp_ns: int,
+                      decode: Callable[[Any], np.ndarray]) -> np.ndarray:
+        try:
+            msg = self._read(reader, topic, where)
+        except _READ_ERRORS as err:
+            raise BagError(f"{self.path}: cannot read {topic} for the frame at stamp {stamp_ns} ns: {err}") from err
+        return self._decode_checked(msg, topic, stamp_ns, decode)
+
+    def _decode_checked(self, msg: Any, topic: str, stamp_ns: int, decode: Callable[[Any], np.ndarray]) -> np.ndarray:
+        """``decode(msg)``; a payload that cannot be decoded is one BagError naming the bag, topic and stamp."""
+        try:
+            return decode(msg)
+        except ImageDecodeError as err:
+            raise BagError(f"{self.path}: {topic}, frame at stamp {stamp_ns} ns: {err}") from err
+
     def _decode_image(self, msg: Any) -> np.ndarray:
         if self.image_type == COMPRESSED_IMAGE:
             return compressed_to_rgb(msg.format, msg.data)
         return image_to_rgb(msg.encoding, msg.height, msg.width, msg.step, msg.data, bool(msg.is_bigendian))
+
+    def _decode_depth(self, msg: Any) -> np.ndarray:
+        if self.depth_type == COMPRESSED_IMAGE:
+            return compressed_depth_to_metres(msg.format, msg.data)
+        return depth_image_to_metres(msg.encoding, msg.height, msg.width, msg.step, msg.data, bool(msg.is_bigendian))
 
     def _read(self, reader: AnyReader, topic: str, where: _Where) -> Any:
         connections = [c for c in reader.connections if c.topic == topic]

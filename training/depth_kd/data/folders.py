@@ -17,7 +17,10 @@ With ``depth="auto"`` (the default) the folder named ``depth`` beside the image 
   same id; with ``depth_tolerance_s > 0`` and numeric ids read as seconds (TUM RGB-D names), the
   nearest depth id within the tolerance. Images without depth have no ``depth`` key.
 * ``stamp_ns``: the id in nanoseconds when it is a ``<seconds>.<fraction>`` number, else 0 (unknown).
-* ``fx, fy, cx, cy``: the ``intrinsics`` argument (at the images' own size), else NaN.
+* ``fx, fy, cx, cy``: the ``intrinsics`` argument (at the images' own size); else, with ``assumed_fx``,
+  fx = fy = assumed_fx and the principal point at each image's centre; else NaN (one warning per folder).
+* ``selection``: ``#frames=A:B`` keeps files A..B-1 in name order (counted before ``stride``);
+  ``require_depth`` keeps only images that have a depth file.
 * ``key``: the image file's absolute path; ``source``: the image folder; ``topic``: ``""``.
 """
 
@@ -35,14 +38,17 @@ import numpy as np
 from depth_kd_ros.image_codec import ImageDecodeError, compressed_to_rgb
 
 from .frame import NAN, DataError, Frame, make_frame
+from .selection import Selection
 
-__all__ = ["FolderError", "ImageFolder", "frame_id"]
+__all__ = ["FolderError", "ImageFolder", "frame_id", "is_image_folder"]
 
 logger = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 DEPTH_SUFFIXES = (".png", ".npy")
 _NUMBER = re.compile(r"\d+(?:\.\d+)?")
+_BAG_FILES = ("metadata.yaml", "*.db3", "*.mcap", "*.bag")
+_WARNED_NO_INTRINSICS: set[Path] = set()
 
 
 class FolderError(DataError):
@@ -53,6 +59,15 @@ def frame_id(stem: str) -> str:
     """The id that pairs an image with its depth file: the last number in ``stem``, else ``stem``."""
     numbers = _NUMBER.findall(stem)
     return numbers[-1] if numbers else stem
+
+
+def is_image_folder(path: str | Path) -> bool:
+    """A folder of images (directly or in ``rgb/``) that is not a bag: no metadata.yaml, .db3, .mcap or .bag."""
+    path = Path(path).expanduser()
+    if not path.is_dir() or any(next(path.glob(pattern), None) for pattern in _BAG_FILES):
+        return False
+    folder = path / "rgb" if (path / "rgb").is_dir() else path
+    return any(p.suffix.lower() in IMAGE_SUFFIXES for p in folder.iterdir())
 
 
 def _stamp_ns(fid: str) -> int:
@@ -86,32 +101,66 @@ class ImageFolder:
         depth_tolerance_s: float = 0.0,
         intrinsics: tuple[float, float, float, float] | None = None,
         stride: int = 1,
+        selection: Selection | None = None,
+        require_depth: bool = False,
+        assumed_fx: float | None = None,
     ) -> None:
         path = Path(path).expanduser()
         if not path.exists():
             raise FolderError(f"{path}: no such folder")
         if not path.is_dir():
             raise FolderError(f"{path}: not a folder of images")
-        if stride < 1 or depth_scale <= 0:
-            raise ValueError(f"need stride >= 1 and depth_scale > 0, got {stride}, {depth_scale}")
+        if stride < 1 or depth_scale <= 0 or (assumed_fx is not None and not assumed_fx > 0):
+            raise ValueError(f"need stride >= 1, depth_scale > 0 and assumed_fx > 0 or None; got {stride}, "
+                             f"{depth_scale}, {assumed_fx}")
         self.folder = (path / "rgb" if (path / "rgb").is_dir() else path).resolve()
         self.source = str(self.folder)
         self.depth_scale = depth_scale
         self.intrinsics = tuple(float(v) for v in intrinsics) if intrinsics else (NAN, NAN, NAN, NAN)
+        self.assumed_fx = None if intrinsics else assumed_fx
         images = _list(self.folder, IMAGE_SUFFIXES)
         if not images:
             raise FolderError(f"{self.folder}: no images ({', '.join(IMAGE_SUFFIXES)}) in this folder")
-        self.images = images[::stride]
+        self.images = self._select(images, stride, selection)
         self.depth_folder = self._depth_folder(depth)
         self.depths = self._match_depth(depth_tolerance_s) if self.depth_folder else [None] * len(self.images)
+        if require_depth:
+            pairs = [(i, d) for i, d in zip(self.images, self.depths, strict=True) if d is not None]
+            self.images, self.depths = [i for i, _ in pairs], [d for _, d in pairs]
+        if not intrinsics:
+            self._warn_no_intrinsics()
         logger.info(
-            "%s: %d images kept (stride %d), %d with depth from %s",
+            "%s: %d images kept (stride %d%s), %d with depth from %s",
             self.folder,
             len(self.images),
             stride,
+            f", {selection.spec()}" if selection else "",
             sum(d is not None for d in self.depths),
             self.depth_folder,
         )
+
+    def _select(self, images: list[Path], stride: int, selection: Selection | None) -> list[Path]:
+        """Files in name order; ``stride`` counts from the folder's first file, like a bag's first message."""
+        if selection is not None and selection.kind != "frames":
+            raise FolderError(f"{self.folder}: {selection.spec()} needs stamps; select part of an image folder "
+                              "with #frames=A:B (files in name order)")
+        kept = [p for i, p in enumerate(images) if i % stride == 0 and (not selection or selection.keeps_position(i))]
+        if not kept:  # only a selection can empty it: the first file is always kept
+            assert selection is not None
+            raise FolderError(f"{self.folder}{selection.spec()} selects no images (stride {stride}); the folder has "
+                              f"{len(images)}")
+        return kept
+
+    def _warn_no_intrinsics(self) -> None:
+        if self.folder in _WARNED_NO_INTRINSICS:
+            return
+        _WARNED_NO_INTRINSICS.add(self.folder)
+        if self.assumed_fx is None:
+            logger.warning("%s: no intrinsics for this image folder (NaN); the trainer will assume the teacher's "
+                           "focal length", self.folder)
+        else:
+            logger.warning("%s: no intrinsics for this image folder; assuming fx = fy = %g px (data.assumed_fx), "
+                           "principal point at the centre", self.folder, self.assumed_fx)
 
     def _depth_folder(self, depth: str | Path | None) -> Path | None:
         if depth is None:
@@ -163,7 +212,10 @@ class ImageFolder:
         except (ImageDecodeError, OSError) as err:
             raise FolderError(f"{image}: {err}") from err
         stamp_ns = _stamp_ns(frame_id(image.stem))
-        frame = make_frame(rgb, self.intrinsics, stamp_ns, self.source, "", str(image))
+        intrinsics = self.intrinsics
+        if self.assumed_fx is not None:
+            intrinsics = (self.assumed_fx, self.assumed_fx, rgb.shape[1] / 2, rgb.shape[0] / 2)
+        frame = make_frame(rgb, intrinsics, stamp_ns, self.source, "", str(image))
         depth_path = self.depths[index]
         if depth_path is not None:
             depth = self._read_depth(depth_path)
