@@ -135,7 +135,7 @@ def main() -> None:
             models[run] = (label, lambda p=path: student(p))
     for item in args.model:
         name, _, path = item.partition("=")
-        models[name] = (name, lambda p=Path(path): student(p))
+        models[name] = (ROWS.get(name, name), lambda p=Path(path): student(p))
     sets = test_sets(args.shared)
     results = {}
     for name, (label, load) in models.items():

@@ -29,8 +29,8 @@ done
 RENDERED=("$RUNS"/data/indoor_s{1,2})
 
 # Patient and consistent distillation: the teacher labels every augmented view at every step.
-COMMON=(--config training/configs/distill_fastdepth.yaml --size 192x256 --batch-size 8 --lr 3e-4
-        --num-workers 2 --steps "$STEPS" --device "${DEVICE:-auto}"
+COMMON=(--config training/configs/distill_fastdepth.yaml --teacher "$SHARED/models/fastdepth/fast_depth_224_int8.tflite" --size 192x256 --batch-size 8 --lr 3e-4
+        --num-workers "${NUM_WORKERS:-2}" --steps "$STEPS" --device "${DEVICE:-auto}"
         --set "model.encoder_weights=$SHARED/models/imagenet/mobilenet_v2_imagenet.safetensors"
         --set model.freeze_encoder_bn=true --set distill.online_teacher=true --set optim.warmup_steps=200
         --set augment.scale_max=1.5 --set augment.flip=0.5 --set augment.colour=0.2

@@ -149,3 +149,17 @@ def test_frozen_encoder_batchnorm_keeps_its_statistics(tmp_path, inputs):
 def test_bad_view_settings_are_refused(tmp_path, inputs, groups, message):
     with pytest.raises(ConfigError, match=message):
         _config(tmp_path, inputs, **groups).validate()
+
+
+def test_a_short_last_batch_of_x_keeps_rows_and_views_aligned(tmp_path, inputs):
+    """6 X frames drawn 4 at a time: every second batch of X holds 2 frames; ground truth, teacher rows and views
+    must follow what arrived, not the nominal split."""
+    trainer = Trainer(_config(tmp_path, inputs, optim={"batch_size": 5}, distill={"aux_share": 0.2}),
+                      torch.device("cpu"))
+    assert (trainer.n_x, trainer.n_aux) == (4, 1)
+    sizes = []
+    for _ in range(2):
+        batch = trainer._next_batch()
+        sizes.append((batch["n_x"], len(batch["gt"]), len(batch["kd"]), len(batch["rgb"])))
+    assert sizes == [(4, 4, 5, 5), (2, 2, 3, 3)]
+    trainer.train_step()  # the third batch of X starts a new epoch

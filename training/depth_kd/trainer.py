@@ -283,12 +283,14 @@ class Trainer:
             rgb = jitter_colour(rgb, views)
         intrinsics = views_intrinsics(intrinsics, views, c.model.height, c.model.width)
         factors = self._canonical_factors(intrinsics).to(self.device).view(-1, 1, 1, 1)
-        batch: dict[str, Any] = {"rgb": rgb}
+        # The last batch of an epoch may be short, so rows are counted from what arrived, not from n_x.
+        n_x = len(parts[0]["rgb"]) if self.x_stream is not None else 0
+        batch: dict[str, Any] = {"rgb": rgb, "n_x": n_x}
         if self.x_stream is not None:
-            gt = warp(parts[0]["depth"].to(self.device, non_blocking=True), _rows(views, 0, self.n_x), "nearest")
-            batch["gt"] = gt * factors[: self.n_x]
+            gt = warp(parts[0]["depth"].to(self.device, non_blocking=True), _rows(views, 0, n_x), "nearest")
+            batch["gt"] = gt * factors[:n_x]
         if mode != "supervised":
-            kd_rows = slice(0, len(rgb)) if mode in ("kd_x", "kd_xu") else slice(self.n_x, len(rgb))
+            kd_rows = slice(0, len(rgb)) if mode in ("kd_x", "kd_xu") else slice(n_x, len(rgb))
             if c.distill.online_teacher:  # the teacher labels the very view the student sees
                 kd = self.teacher.predict(rgb[kd_rows]).to(self.device)
             else:
@@ -320,7 +322,7 @@ class Trainer:
         if "gt" in batch and k.mode != "kd_u":
             gt = batch["gt"]
             in_range = (gt >= m.min_depth) & (gt <= m.max_depth)
-            result = self.loss_fn(pred[: self.n_x], gt, in_range)
+            result = self.loss_fn(pred[: batch["n_x"]], gt, in_range)
             total = total + k.gt_weight * result.total
             terms["gt"] = result.total.detach()
         if "kd" in batch:
