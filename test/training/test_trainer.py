@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import safetensors.torch
 import torch
 import yaml
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -17,6 +18,7 @@ from depth_kd.trainer import Trainer
 from depth_kd_ros.checkpoint import IMAGENET_MEAN, IMAGENET_STD, load_checkpoint
 
 CONFIGS = Path(__file__).resolve().parents[2] / "training" / "configs"
+SHARED_MODELS = Path(__file__).resolve().parents[3] / "shared" / "models"
 TINY = {"width_mult": 0.35, "branch_channels": 4, "fuse_channels": 8, "refine_channels": 8}
 WIDTH, HEIGHT, FX = 96, 72, 80.0
 
@@ -164,3 +166,24 @@ def test_encoder_starts_from_torchvision_weights_and_wrong_ones_are_refused(tmp_
     config = tiny_config(tmp_path / "run", bags["x"], model={"encoder_weights": str(tmp_path / "resnet18.pth")})
     with pytest.raises(ConfigError, match="matches only 0 of the encoder's"):
         Trainer(config, torch.device("cpu"))
+
+
+def test_the_shared_imagenet_weights_fill_every_encoder_tensor(tmp_path):
+    from depth_kd.trainer import load_encoder_weights
+    from depth_kd_ros.models import build_model
+
+    path = SHARED_MODELS / "imagenet" / "mobilenet_v2_imagenet.safetensors"
+    if not path.is_file():
+        pytest.skip(f"{path} is not here (../shared holds the ImageNet weights)")
+    net = build_model("mobilenetv2_mff")
+    load_encoder_weights(net, path)
+    imagenet = safetensors.torch.load_file(str(path))
+    loaded = net.encoder.state_dict()
+    assert len(loaded) == 288 and all(torch.equal(t, imagenet[n]) for n, t in loaded.items())
+
+    narrow = build_model("mobilenetv2_mff", {"width_mult": 0.5})  # other widths: every tensor has another shape
+    with pytest.raises(ConfigError, match=r"matches only \d+ of the encoder's 288 tensors"):
+        load_encoder_weights(narrow, path)
+    (tmp_path / "junk.safetensors").write_bytes(b"not safetensors")
+    with pytest.raises(ConfigError, match="cannot read .*junk.safetensors"):
+        load_encoder_weights(net, tmp_path / "junk.safetensors")

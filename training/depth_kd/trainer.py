@@ -446,8 +446,9 @@ def _seed_everything(seed: int) -> None:
 def load_encoder_weights(net: nn.Module, path: Path) -> None:
     """Initialise ``net.encoder`` from a torchvision ImageNet state dict (the paper's starting point).
 
-    The encoders keep torchvision's module names, so the entries whose names and shapes match are copied
-    (classifier / fc heads are left out). Read with ``weights_only=True`` or as safetensors: never unpickled.
+    The encoders keep torchvision's module names, so every encoder tensor must be found there with its shape
+    (classifier / fc heads and later blocks are ignored). Read with ``weights_only=True`` or as safetensors:
+    never unpickled.
     """
     try:
         if path.suffix == ".safetensors":
@@ -459,8 +460,10 @@ def load_encoder_weights(net: nn.Module, path: Path) -> None:
     state = state.get("state_dict", state) if isinstance(state, dict) else {}
     own = net.encoder.state_dict()
     matched = {k: v for k, v in state.items() if k in own and torch.is_tensor(v) and v.shape == own[k].shape}
-    if len(matched) < 0.9 * len(own):
+    missing = [k for k in own if k not in matched]
+    if missing:  # a partial match would silently train a half-random encoder
         raise ConfigError(f"model.encoder_weights: {path} matches only {len(matched)} of the encoder's {len(own)} "
-                          "tensors; is it the torchvision ImageNet model for this architecture and width?")
-    net.encoder.load_state_dict(matched, strict=False)
+                          f"tensors (first missing or of another shape: {', '.join(missing[:3])}); is it the "
+                          "torchvision ImageNet model for this architecture and width?")
+    net.encoder.load_state_dict(matched)
     logger.info("encoder initialised from %s (%d tensors)", path, len(matched))
