@@ -25,6 +25,7 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 _MAX_HEADER_BYTES = 100 * 1024 * 1024  # safetensors' own limit
 _MAX_NAMES_SHOWN = 5
+MAX_INPUT_SIDE = 4096  # processing height/width limit: a larger header is damage or a typo, not a real network
 
 
 class CheckpointError(ValueError):
@@ -57,14 +58,16 @@ class ModelInfo:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0 or value % 32:
                 raise ValueError(f"{name} must be a positive int divisible by 32, got {value!r}")
+            if value > MAX_INPUT_SIDE:  # the node would allocate (and run) a network this size per frame
+                raise ValueError(f"{name} must be at most {MAX_INPUT_SIDE}, got {value}")
         self.mean = _triple("mean", self.mean)
         self.std = _triple("std", self.std)
         if min(self.std) <= 0:
             raise ValueError(f"std must be positive, got {self.std}")
         self.min_depth = _number("min_depth", self.min_depth)
         self.max_depth = _number("max_depth", self.max_depth)
-        if not 0 <= self.min_depth < self.max_depth:
-            raise ValueError(f"need 0 <= min_depth < max_depth, got {self.min_depth} and {self.max_depth}")
+        if not 0 < self.min_depth < self.max_depth:  # 0 m is no measurement: clamping to it, log metrics are -inf
+            raise ValueError(f"need 0 < min_depth < max_depth, got {self.min_depth} and {self.max_depth}")
         if self.focal_px is not None:
             self.focal_px = _number("focal_px", self.focal_px)
             if self.focal_px <= 0:
@@ -186,18 +189,20 @@ def load_checkpoint(
 
 def _read_header(path: Path) -> dict:
     """Parse the safetensors header ourselves so every kind of damage gets its own message."""
-    if not path.is_file():
-        raise CheckpointError(f"{path}: no such file")
+    _check_is_file(path)
     size = path.stat().st_size
-    with path.open("rb") as f:
-        prefix = f.read(8)
-        if len(prefix) < 8:
-            raise CheckpointError(f"{path}: not a safetensors file (only {size} bytes)")
-        header_len = int.from_bytes(prefix, "little")
-        if header_len > min(size - 8, _MAX_HEADER_BYTES):
-            raise CheckpointError(f"{path}: not a safetensors file, or truncated: header length {header_len} "
-                                  f"does not fit in the file's {size} bytes")
-        raw = f.read(header_len)
+    try:
+        with path.open("rb") as f:
+            prefix = f.read(8)
+            if len(prefix) < 8:
+                raise CheckpointError(f"{path}: not a safetensors file (only {size} bytes)")
+            header_len = int.from_bytes(prefix, "little")
+            if header_len > min(size - 8, _MAX_HEADER_BYTES):
+                raise CheckpointError(f"{path}: not a safetensors file, or truncated: header length "
+                                      f"{header_len} does not fit in the file's {size} bytes")
+            raw = f.read(header_len)
+    except OSError as err:  # e.g. no read permission: still one message naming the file
+        raise CheckpointError(f"{path}: cannot read: {err.strerror or err}") from err
     try:
         header = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as err:
@@ -212,6 +217,16 @@ def _read_header(path: Path) -> dict:
     if size < needed:
         raise CheckpointError(f"{path}: truncated: the header promises {needed} bytes, the file has {size}")
     return header
+
+
+def _check_is_file(path: Path) -> None:
+    """Say what is at ``path`` instead (a folder is a common slip for model_path), so the fix is obvious."""
+    if path.is_dir():
+        raise CheckpointError(f"{path}: is a directory, not a checkpoint file (give the .safetensors file in it)")
+    if not path.exists():
+        raise CheckpointError(f"{path}: no such file")
+    if not path.is_file():
+        raise CheckpointError(f"{path}: not a regular file")
 
 
 def _build(path: Path, info: ModelInfo, action: str) -> nn.Module:

@@ -17,6 +17,7 @@ from depth_kd_ros.checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
+from depth_kd_ros.inference import DepthEstimator
 from depth_kd_ros.models import build_model
 
 ARCH_CONFIG = {"branch_channels": 8, "fuse_channels": 16, "refine_channels": 16}
@@ -135,6 +136,15 @@ def test_model_info_json_round_trip():
         ({"focal_px": -5}, "focal_px"),
         ({"max_depth": "ten"}, "max_depth"),
         ({"colour": "blue"}, "unknown field(s): colour"),
+        ({"input_height": 32000}, "input_height must be at most 4096"),
+        ({"input_width": 4128}, "input_width must be at most 4096"),
+        ({"input_width": 10**30}, "input_width must be at most 4096"),
+        ({"min_depth": 0.0}, "need 0 < min_depth < max_depth"),
+        ({"min_depth": -1.0}, "need 0 < min_depth < max_depth"),
+        ({"focal_px": 0}, "focal_px must be positive or null"),
+        ({"std": [0.2, 0.2, -0.2]}, "std must be positive"),
+        ({"mean": [0.5, 0.5, "x"]}, "mean[2] must be a finite number"),
+        ({"max_depth": True}, "max_depth must be a finite number"),
     ],
 )
 def test_model_info_rejects_bad_fields(change, fragment):
@@ -143,6 +153,20 @@ def test_model_info_rejects_bad_fields(change, fragment):
     with pytest.raises(ValueError) as excinfo:
         ModelInfo.from_json(json.dumps(data))
     assert fragment in str(excinfo.value)
+
+
+@pytest.mark.parametrize("name", ["min_depth", "max_depth", "focal_px"])
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_model_info_rejects_non_finite_numbers(name, value):
+    """JSON has no NaN/Infinity, but Python's json module reads them; a header may carry them."""
+    data = json.loads(make_info().to_json())
+    data[name] = value
+    with pytest.raises(ValueError, match=f"{name} must be a finite number"):
+        ModelInfo.from_json(json.dumps(data))
+
+
+def test_model_info_accepts_the_largest_size():
+    assert make_info(input_height=4096, input_width=4096).input_height == 4096
 
 
 def test_model_info_names_missing_fields():
@@ -157,6 +181,20 @@ def test_model_info_names_missing_fields():
 
 def test_missing_file(tmp_path):
     expect_error(tmp_path / "nope.safetensors", "no such file")
+
+
+def test_directory_is_named_as_one(tmp_path, ckpt):
+    """A folder as model_path (or eval --model) must not read as 'no such file' when it plainly exists."""
+    message = expect_error(tmp_path, "is a directory, not a checkpoint file")
+    assert "no such file" not in message
+
+
+def test_directory_through_the_node_estimator(tmp_path):
+    """The node's path: DepthEstimator(model_path) raises the same CheckpointError, not an IsADirectoryError."""
+    folder = tmp_path / "student.safetensors"
+    folder.mkdir()
+    with pytest.raises(CheckpointError, match=f"^{folder}: is a directory"):
+        DepthEstimator(folder, device="cpu")
 
 
 def test_random_bytes(tmp_path):
@@ -216,6 +254,21 @@ def test_invalid_info_field(tmp_path, trained_model):
     path = tmp_path / "badsize.safetensors"
     save_file(raw_tensors(trained_model), path, metadata={"format": FORMAT, "info": json.dumps(info)})
     expect_error(path, "bad model info", "input_width", "divisible by 32")
+
+
+@pytest.mark.parametrize(("field", "value", "fragment"), [
+    ("input_height", 32000, "input_height must be at most 4096"),
+    ("min_depth", 0, "need 0 < min_depth < max_depth"),
+    ("focal_px", -1.0, "focal_px must be positive or null"),
+    ("std", [0.2, 0.0, 0.2], "std must be positive"),
+])
+def test_absurd_header_numbers_are_refused_on_load(tmp_path, trained_model, field, value, fragment):
+    """A header written by hand or by another tool is checked as strictly as one written by save_checkpoint."""
+    info = json.loads(make_info().to_json())
+    info[field] = value
+    path = tmp_path / "absurd.safetensors"
+    save_file(raw_tensors(trained_model), path, metadata={"format": FORMAT, "info": json.dumps(info)})
+    expect_error(path, "bad model info", fragment)
 
 
 def test_unknown_architecture(tmp_path, trained_model):
