@@ -100,9 +100,51 @@ def test_validation_names_the_problem(tmp_path, bags):
     config = tiny_config(tmp_path, tmp_path / "missing")
     with pytest.raises(ConfigError, match="no such bag or image folder: .*missing"):
         config.validate()
+    config = tiny_config(tmp_path, bags["x"], model={"height": 4128})
+    with pytest.raises(ConfigError, match="model.height must be a positive multiple of 32 up to 4096, got 4128"):
+        config.validate()
+    config = tiny_config(tmp_path, bags["x"], model={"min_depth": 0.0})  # ModelInfo would refuse it at the end
+    with pytest.raises(ConfigError, match=r"need 0 < model.min_depth < model.max_depth, got 0.0, 10.0"):
+        config.validate()
     assert parse_size("64x96") == (64, 96)
     with pytest.raises(ConfigError, match="multiples of 32"):
         parse_size("64x90")
+
+
+@pytest.mark.parametrize("text, line, problem", [
+    ("optim:\n  lr: 0.1\n bad: 3\n", 3, "expected <block end>, but found '<block mapping start>'"),
+    ("optim: {lr: 0.1\n", 2, "expected ',' or '}', but got '<stream end>'"),
+    ("optim:\n\tlr: 1\n", 2, "found character '\\t' that cannot start any token"),
+])
+def test_malformed_yaml_is_one_line_with_the_line_number(tmp_path, text, line, problem):
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as excinfo:
+        load_config(path)
+    message = str(excinfo.value)
+    assert "\n" not in message
+    assert message.startswith(f"{path}, line {line}, column ") and message.endswith(f": not valid YAML: {problem}")
+
+
+def test_unreadable_config_files_are_named(tmp_path):
+    with pytest.raises(ConfigError, match=f"^{tmp_path}: cannot read config: Is a directory$"):
+        load_config(tmp_path)
+    binary = tmp_path / "weights.safetensors"
+    binary.write_bytes(b"\x80\x81 not text")
+    with pytest.raises(ConfigError, match=f"^{binary}: not a text file \\(byte 0 is not UTF-8\\)$"):
+        load_config(binary)
+
+
+def test_out_must_be_a_writable_folder_or_creatable(tmp_path, bags):
+    config = tiny_config(tmp_path / "new" / "run", bags["x"])
+    config.validate()  # created later by the trainer; validation creates nothing
+    assert not (tmp_path / "new").exists()
+    taken = tmp_path / "taken"
+    taken.write_text("")
+    for out, what in ((taken, "exists and is not a folder"),
+                      (taken / "run", f"cannot be created: {taken} is not a folder")):
+        with pytest.raises(ConfigError, match=f"^run.out: {out} {what}$"):
+            tiny_config(out, bags["x"]).validate()
 
 
 # ---- training ---------------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import types
 import typing
 from dataclasses import dataclass, field
@@ -190,17 +191,19 @@ class TrainConfig:
         """Check values that depend on each other; resolve data paths to absolute. Raises ConfigError."""
         # Imported here, not at the top: they bring torch, and the CLI parser imports this module.
         from depth_kd.losses import LOSSES
+        from depth_kd_ros.checkpoint import MAX_INPUT_SIDE
         from depth_kd_ros.models import ARCHITECTURES
 
         m, d, o, k, r = self.model, self.data, self.optim, self.distill, self.run
         if m.arch not in ARCHITECTURES:
             raise ConfigError(f"model.arch {m.arch!r} is unknown; known: {', '.join(sorted(ARCHITECTURES))}")
-        for name in ("height", "width"):
+        for name in ("height", "width"):  # what ModelInfo accepts, so the final checkpoint can be written
             value = getattr(m, name)
-            if value <= 0 or value % 32:
-                raise ConfigError(f"model.{name} must be a positive multiple of 32, got {value}")
-        if not 0 <= m.min_depth < m.max_depth:
-            raise ConfigError(f"need 0 <= model.min_depth < model.max_depth, got {m.min_depth}, {m.max_depth}")
+            if value <= 0 or value % 32 or value > MAX_INPUT_SIDE:
+                raise ConfigError(f"model.{name} must be a positive multiple of 32 up to {MAX_INPUT_SIDE}, "
+                                  f"got {value}")
+        if not 0 < m.min_depth < m.max_depth:
+            raise ConfigError(f"need 0 < model.min_depth < model.max_depth, got {m.min_depth}, {m.max_depth}")
         _choice("distill.mode", k.mode, MODES)
         _choice("distill.loss", k.loss, tuple(LOSSES))
         _choice("distill.teacher_kind", k.teacher_kind, TEACHER_KINDS)
@@ -252,6 +255,7 @@ class TrainConfig:
             if not Path(k.teacher).exists():
                 raise ConfigError(f"distill.teacher: no such file or folder: {k.teacher}")
         r.out = str(Path(r.out).expanduser().resolve())
+        _check_output_folder("run.out", Path(r.out))
 
     @property
     def cache_dir(self) -> Path:
@@ -268,6 +272,20 @@ def _resolve_data_spec(key: str, spec: str) -> str:
     if not resolved.exists():
         raise ConfigError(f"{key}: no such bag or image folder: {resolved}")
     return str(resolved) + (selection.spec() if selection else "")
+
+
+def _check_output_folder(key: str, path: Path) -> None:
+    """ConfigError unless ``path`` is a writable folder or can be made one; checked before any data or teacher
+    loads, so a typo in --out costs seconds, not the minutes of loading that end in NotADirectoryError."""
+    existing = path
+    while not existing.exists() and not existing.is_symlink() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        what = "exists and is not a folder" if existing == path else f"cannot be created: {existing} is not a folder"
+        raise ConfigError(f"{key}: {path} {what}")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        what = "is not writable" if existing == path else f"cannot be created: {existing} is not writable"
+        raise ConfigError(f"{key}: {path} {what}")
 
 
 _GROUPS: dict[str, type] = {}  # filled below, once TrainConfig exists
@@ -336,6 +354,22 @@ def parse_override(text: str) -> tuple[str, Any]:
     return key.strip(), value
 
 
+def _read_yaml(path: Path) -> Any:
+    """The YAML document in ``path`` ({} if empty); ConfigError in one line naming the file and, for a syntax
+    error, the line (yaml's own message spans several lines and ends with a copy of the bad line)."""
+    try:
+        return yaml.safe_load(path.read_text()) or {}
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot read config: {err.strerror or err}") from err
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{path}: not a text file (byte {err.start} is not UTF-8)") from err
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f", line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise ConfigError(f"{path}{where}: not valid YAML: {problem}") from err
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None,
                 values: dict[str, Any] | None = None, preset: dict[str, Any] | None = None) -> TrainConfig:
     """Code defaults <- ``preset`` <- YAML file ``path`` <- ``--set`` strings ``overrides`` <- ``values``.
@@ -349,13 +383,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         config.set(key, value, source="preset")
     if path is not None:
         path = Path(path)
-        try:
-            data = yaml.safe_load(path.read_text()) or {}
-        except OSError as err:
-            raise ConfigError(f"{path}: cannot read config: {err.strerror}") from err
-        except yaml.YAMLError as err:
-            raise ConfigError(f"{path}: not valid YAML: {err}") from err
-        config.update(data, source=str(path))
+        config.update(_read_yaml(path), source=str(path))
     for text in overrides or []:
         config.set(*parse_override(text), source=f"--set {text}")
     for key, value in (values or {}).items():
