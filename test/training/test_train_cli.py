@@ -133,6 +133,75 @@ def test_bad_input_gives_one_error_line_and_exit_code_2(tmp_path, bags, student,
     assert captured.out == ""
 
 
+def _one_error_line(capsys) -> str:
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1, captured.err
+    return lines[0]
+
+
+@pytest.mark.parametrize("command", ["distill", "train-teacher"])
+@pytest.mark.parametrize("under", [False, True])
+def test_out_that_is_a_file_fails_before_data_and_teacher_load(tmp_path, capsys, command, under):
+    """Data and teacher here would each fail to load (an empty folder, junk bytes): the --out error must come
+    first, so a typo in --out costs nothing."""
+    taken = tmp_path / "taken"
+    taken.write_text("not a folder")
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "teacher.safetensors").write_bytes(b"junk" * 10)
+    out = taken / "run" if under else taken
+    teacher = ["--teacher", str(tmp_path / "teacher.safetensors")] if command == "distill" else []
+    assert main([command, *teacher, "--data", str(tmp_path / "empty"), "--out", str(out), *SMALL]) == 2
+    what = f"cannot be created: {taken} is not a folder" if under else "exists and is not a folder"
+    assert _one_error_line(capsys) == f"depth-kd {command}: error: run.out: {out} {what}"
+    assert taken.read_text() == "not a folder"
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root may write anywhere")
+def test_out_in_a_read_only_folder_fails_at_once(tmp_path, bags, capsys):
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o555)
+    assert main(["train-teacher", "--data", str(bags["x"]), "--out", str(locked / "run"), *SMALL]) == 2
+    assert _one_error_line(capsys) == (f"depth-kd train-teacher: error: run.out: {locked / 'run'} cannot be "
+                                       f"created: {locked} is not writable")
+
+
+@pytest.mark.parametrize("device, message", [
+    ("bogus", "--device: bad device 'bogus': expected 'auto', 'cpu', 'cuda' or 'cuda:N'"),
+    pytest.param("cuda", "--device: device 'cuda' requested but CUDA is not available",
+                 marks=pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")),
+    ("cuda:99", "--device: device 'cuda:99' requested but"),  # no CUDA here, or not 100 GPUs
+])
+def test_eval_on_an_unusable_device_is_one_error_line(bags, student, capsys, device, message):
+    assert main(["eval", "--model", str(student), "--data", str(bags["x"]), "--device", device]) == 2
+    assert _one_error_line(capsys).startswith(f"depth-kd eval: error: {message}")
+
+
+def test_distill_on_an_unusable_device_is_one_error_line(tmp_path, bags, student, capsys):
+    assert main(["distill", "--teacher", str(student), "--data", str(bags["x"]), "--out", str(tmp_path / "s"),
+                 "--device", "bogus"]) == 2
+    assert _one_error_line(capsys) == ("depth-kd distill: error: --device: bad device 'bogus': expected 'auto', "
+                                       "'cpu', 'cuda' or 'cuda:N'")
+    assert not (tmp_path / "s").exists()
+
+
+def test_eval_with_a_folder_as_model_says_so(tmp_path, bags, capsys):
+    save_dir = tmp_path / "run"
+    save_dir.mkdir()
+    assert main(["eval", "--model", str(save_dir), "--data", str(bags["x"]), "--device", "cpu"]) == 2
+    assert _one_error_line(capsys) == (f"depth-kd eval: error: {save_dir}: is a directory, not a checkpoint file "
+                                       "(give the .safetensors file in it)")
+
+
+def test_malformed_config_names_the_file_and_line(tmp_path, bags, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("optim:\n  lr: 0.1\n  steps: [1, 2\nrun:\n  out: x\n")
+    assert main(["train-teacher", "--config", str(bad), "--data", str(bags["x"]), "--out", str(tmp_path)]) == 2
+    assert _one_error_line(capsys) == (f"depth-kd train-teacher: error: {bad}, line 4, column 4: not valid YAML: "
+                                       "expected ',' or ']', but got ':'")
+
+
 def test_corrupt_training_state_is_named(tmp_path, bags, capsys):
     (tmp_path / "state.safetensors").write_bytes(b"\x00" * 100)
     args = ["train-teacher", "--data", str(bags["x"]), "--out", str(tmp_path), "--steps", "1", "--set", TINY,

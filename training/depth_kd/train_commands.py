@@ -163,12 +163,26 @@ def _guarded(handler: Callable[[argparse.Namespace], int], name: str) -> Callabl
     return run
 
 
+def _check_device(spec: str, source: str) -> None:
+    """ConfigError for a device spec this machine cannot use (bogus, or CUDA without CUDA), before anything
+    loads; the node's own rule (:func:`~depth_kd_ros.inference.resolve_device`), so the words are the same."""
+    from depth_kd_ros.inference import resolve_device
+
+    if spec.strip() == "auto":  # always usable; resolving it here would only repeat its CPU warning
+        return
+    try:
+        resolve_device(spec)
+    except (ValueError, RuntimeError) as err:
+        raise ConfigError(f"{source}: {err}") from None
+
+
 def _train(args: argparse.Namespace, preset: dict[str, Any]) -> int:
     from depth_kd.distributed import setup, teardown
     from depth_kd.trainer import Trainer
 
     config = load_config(args.config, args.set, _values(args), preset)
     config.validate()
+    _check_device(config.run.device, "--device" if args.device else "run.device")
     try:
         ctx, device = setup(config.run.device)
     except RuntimeError as err:
@@ -198,6 +212,7 @@ def _eval(args: argparse.Namespace) -> int:
     from depth_kd.evaluate import evaluate_checkpoint
     from depth_kd.metrics import METRIC_NAMES
 
+    _check_device(args.device, "--device")
     metrics = evaluate_checkpoint(args.model, args.data, args.depth_topic, args.image_topic, args.size,
                                   args.device, args.max_frames)
     if args.json:
