@@ -17,6 +17,7 @@ factors in [1 - c, 1 + c] and a saturation factor in [1 - c, 1 + c], on RGB in [
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import torch
@@ -38,6 +39,10 @@ class Views:
     brightness: torch.Tensor
     contrast: torch.Tensor
     saturation: torch.Tensor
+
+    def rows(self, start: int, stop: int) -> Views:
+        """The views of batch rows ``start:stop``."""
+        return Views(*(getattr(self, f.name)[start:stop] for f in dataclasses.fields(self)))
 
     @property
     def geometric(self) -> bool:

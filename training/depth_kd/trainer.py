@@ -25,7 +25,6 @@ kd_xu          X                       X and U
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import datetime
 import logging
 import math
@@ -46,7 +45,7 @@ from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from depth_kd import __version__
-from depth_kd.augment import Views, jitter_colour, sample_views, views_intrinsics, warp
+from depth_kd.augment import jitter_colour, sample_views, views_intrinsics, warp
 from depth_kd.config import ConfigError, TrainConfig
 from depth_kd.data import FrameDataset, TrainingTransform
 from depth_kd.distributed import DistContext, all_reduce_sum, barrier
@@ -167,9 +166,8 @@ class Trainer:
         The teacher's own camera when it declares one (its targets then need no rescaling), else the median fx of
         the training frames (as recorded in their CameraInfo), else None (no rescaling anywhere).
         """
-        teacher_focal = getattr(self.teacher, "focal_norm", None)
-        if teacher_focal:
-            return float(teacher_focal * self.config.model.width)
+        if self.teacher is not None and self.teacher.focal_norm:
+            return float(self.teacher.focal_norm * self.config.model.width)
         sources = self.x_data.sources if self.n_x else self.u_data.sources
         data = self.x_data if self.n_x else self.u_data
         values, start = [], 0
@@ -287,7 +285,7 @@ class Trainer:
         n_x = len(parts[0]["rgb"]) if self.x_stream is not None else 0
         batch: dict[str, Any] = {"rgb": rgb, "n_x": n_x}
         if self.x_stream is not None:
-            gt = warp(parts[0]["depth"].to(self.device, non_blocking=True), _rows(views, 0, n_x), "nearest")
+            gt = warp(parts[0]["depth"].to(self.device, non_blocking=True), views.rows(0, n_x), "nearest")
             batch["gt"] = gt * factors[:n_x]
         if mode != "supervised":
             kd_rows = slice(0, len(rgb)) if mode in ("kd_x", "kd_xu") else slice(n_x, len(rgb))
@@ -297,7 +295,7 @@ class Trainer:
                 keys = [CacheKey(k, t, int(s)) for p in parts
                         for k, t, s in zip(p["key"], p["topic"], p["stamp_ns"], strict=True)][kd_rows]
                 kd = predict_cached(self.teacher, self.cache, keys, plain[kd_rows]).to(self.device)
-                kd = warp(kd, _rows(views, kd_rows.start, kd_rows.stop))
+                kd = warp(kd, views.rows(kd_rows.start, kd_rows.stop))
             batch["kd_rows"] = kd_rows
             batch["kd"] = kd  # already for the canonical camera: the teacher's own (see _canonical_focal)
         return batch
@@ -430,11 +428,6 @@ class Trainer:
 
 
 # ---- helpers -------------------------------------------------------------------------------------
-
-
-def _rows(views: Views, start: int, stop: int) -> Views:
-    """The views of batch rows ``start:stop``."""
-    return Views(*(getattr(views, f.name)[start:stop] for f in dataclasses.fields(Views)))
 
 
 def _seed_everything(seed: int) -> None:
