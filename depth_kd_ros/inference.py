@@ -1,78 +1,68 @@
-"""Run a depth checkpoint on RGB images: ``DepthEstimator(path).predict(rgb) -> depth in metres``."""
+"""Run a depth model on RGB images: ``DepthEstimator(path).predict(rgb, fx) -> depth in metres``.
+
+The pre- and post-processing live here, in numpy and OpenCV, around whichever backend runs the network
+(:mod:`depth_kd_ros.backends`): the same code for torch and ONNX Runtime, and no torch import for the latter.
+"""
 from __future__ import annotations
 
 import logging
 import math
-import re
 import threading
 from pathlib import Path
 
+import cv2
 import numpy as np
-import torch
-import torch.nn.functional as F
 
-from depth_kd_ros.checkpoint import ModelInfo, load_checkpoint
+from depth_kd_ros.backends import Backend, open_backend
+from depth_kd_ros.model_info import ModelInfo
 
 logger = logging.getLogger(__name__)
 
-_DEVICE_SPEC = re.compile(r"auto|cpu|cuda(:\d+)?")
 
+def to_network_input(rgb: np.ndarray, info: ModelInfo) -> np.ndarray:
+    """uint8 H x W x 3 RGB -> normalised 1 x 3 x h x w float32 at the model's processing size.
 
-def resolve_device(spec: str) -> torch.device:
-    """``"auto"`` | ``"cpu"`` | ``"cuda"`` | ``"cuda:N"`` -> torch.device.
-
-    ``auto`` picks CUDA when available, else CPU (with a warning). Asking for CUDA on a machine without
-    it raises RuntimeError; a malformed spec raises ValueError.
+    Area averaging when shrinking, as the training data pipeline resizes (depth_kd.data.dataset).
     """
-    if not isinstance(spec, str) or not _DEVICE_SPEC.fullmatch(spec.strip()):
-        raise ValueError(f"bad device {spec!r}: expected 'auto', 'cpu', 'cuda' or 'cuda:N'")
-    spec = spec.strip()
-    if spec == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        logger.warning("device 'auto': CUDA is not available, running on the CPU (slow)")
-        return torch.device("cpu")
-    device = torch.device(spec)
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise RuntimeError(f"device {spec!r} requested but CUDA is not available "
-                               f"(torch {torch.__version__}, built for CUDA {torch.version.cuda}); "
-                               "use device 'cpu' or 'auto'")
-        if device.index is not None and device.index >= torch.cuda.device_count():
-            raise RuntimeError(f"device {spec!r} requested but only {torch.cuda.device_count()} "
-                               "CUDA device(s) are visible")
-    return device
+    size = (info.input_width, info.input_height)
+    if rgb.shape[1::-1] != size:
+        shrink = rgb.shape[1] > size[0] and rgb.shape[0] > size[1]
+        rgb = cv2.resize(rgb, size, interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+    # One fused pass: (x / 255 - mean) / std == x * a + b per channel.
+    scale = (1.0 / (255.0 * np.asarray(info.std, np.float32))).astype(np.float32)
+    offset = (-np.asarray(info.mean, np.float32) / np.asarray(info.std, np.float32)).astype(np.float32)
+    x = rgb.astype(np.float32) * scale + offset
+    return np.ascontiguousarray(x.transpose(2, 0, 1)[None])
 
 
 class DepthEstimator:
-    """A loaded checkpoint on one device. ``predict`` is the whole per-frame API; it is thread-safe."""
+    """A loaded model on one backend. ``predict`` is the whole per-frame API; it is thread-safe.
 
-    def __init__(self, checkpoint: str | Path, device: str = "auto", fp16: bool = False) -> None:
-        self.device: torch.device = resolve_device(device)
-        model, info = load_checkpoint(checkpoint, map_location=self.device)
-        self.info: ModelInfo = info
-        on_cuda = self.device.type == "cuda"
-        if fp16 and not on_cuda:
-            logger.warning("fp16 ignored: half precision is only used on CUDA; running float32 on %s",
-                           self.device)
-        self.dtype = torch.float16 if fp16 and on_cuda else torch.float32
-        if on_cuda:
-            model = model.to(dtype=self.dtype, memory_format=torch.channels_last)
-        self.model = model.eval()
-        self._mean = torch.tensor(self.info.mean, device=self.device).view(1, 3, 1, 1)
-        self._std = torch.tensor(self.info.std, device=self.device).view(1, 3, 1, 1)
-        self._pinned: torch.Tensor | None = None  # reused host staging buffer for CUDA uploads
+    ``backend``: auto (by file type: ``.onnx`` -> onnxruntime, ``.safetensors`` -> torch) | torch |
+    onnxruntime. ``threads``: CPU threads for the network, 0 = the backend's default.
+    """
+
+    def __init__(self, model_path: str | Path, device: str = "auto", fp16: bool = False, backend: str = "auto",
+                 threads: int = 0) -> None:
+        self.backend: Backend = open_backend(model_path, backend=backend, device=device, fp16=fp16,
+                                             threads=threads)
+        self.info: ModelInfo = self.backend.info
         self._lock = threading.Lock()
         self._warned_no_focal = False
-        logger.info("loaded %s (%s) on %s, %s, processing size %dx%d", checkpoint, self.info.arch,
-                    self.device, self.dtype, self.info.input_width, self.info.input_height)
+        logger.info("loaded %s (%s) with %s on %s, processing size %dx%d", model_path, self.info.arch,
+                    self.backend.name, self.backend.device, self.info.input_width, self.info.input_height)
+
+    @property
+    def device(self) -> str:
+        """Where the network runs, in words (e.g. ``cpu (float32)``, ``CPUExecutionProvider``)."""
+        return self.backend.device
 
     def predict(self, rgb: np.ndarray, fx: float | None = None) -> np.ndarray:
         """uint8 H x W x 3 RGB -> float32 H x W depth in metres (NaN where invalid).
 
-        ``fx``: the camera's focal length in pixels at this image's width. When given and the checkpoint
-        records the focal length its metric scale assumes, depth is rescaled by the ratio of the two
-        (at processing resolution), so a wider or narrower lens still gets metric depth.
+        ``fx``: the camera's focal length in pixels at this image's width. When given and the model
+        records the focal length its metric scale assumes, depth is rescaled by the ratio of the two,
+        so a wider or narrower lens still gets metric depth.
         """
         if not isinstance(rgb, np.ndarray):
             raise ValueError(f"expected a uint8 H x W x 3 RGB numpy array, got {type(rgb).__name__}")
@@ -83,46 +73,28 @@ class DepthEstimator:
             raise ValueError(f"expected a non-empty image, got shape {rgb.shape}")
         if fx is not None and not (math.isfinite(fx) and fx > 0):
             raise ValueError(f"fx must be a positive focal length in pixels, got {fx!r}")
-        info = self.info
-        with self._lock, torch.inference_mode():
-            x = self._upload(rgb).permute(2, 0, 1).unsqueeze(0).float().div_(255.0)
-            if (height, width) != (info.input_height, info.input_width):
-                x = F.interpolate(x, size=(info.input_height, info.input_width), mode="bilinear",
-                                  align_corners=False, antialias=True)
-            x = (x - self._mean) / self._std
-            if self.device.type == "cuda":
-                x = x.to(self.dtype).contiguous(memory_format=torch.channels_last)
-            depth = self.model(x).float()
-            if depth.shape[-2:] != (height, width):
-                depth = F.interpolate(depth, size=(height, width), mode="bilinear", align_corners=False)
-            depth = depth * self._focal_scale(fx, width)
-            valid = torch.isfinite(depth)
-            depth = torch.where(valid, depth.clamp(info.min_depth, info.max_depth), torch.nan)
-            return np.ascontiguousarray(depth[0, 0].cpu().numpy(), dtype=np.float32)
+        x = to_network_input(rgb, self.info)
+        with self._lock:
+            depth = self.backend.run(x)[0, 0]
+        # Scale and clamp at processing size (bilinear upsampling keeps values inside [min, max]).
+        depth = np.multiply(depth, np.float32(self._focal_scale(fx, width)), dtype=np.float32)
+        invalid = ~np.isfinite(depth)  # before clamping: inf is no measurement, not max_depth
+        np.clip(depth, self.info.min_depth, self.info.max_depth, out=depth)
+        depth[invalid] = np.nan
+        if depth.shape != (height, width):
+            depth = cv2.resize(depth, (width, height), interpolation=cv2.INTER_LINEAR)
+        return depth
 
     def warmup(self) -> None:
         """One dummy run at processing size, so the first real frame does not pay for lazy init."""
         self.predict(np.zeros((self.info.input_height, self.info.input_width, 3), np.uint8))
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-
-    def _upload(self, rgb: np.ndarray) -> torch.Tensor:
-        """HxWx3 uint8 numpy -> tensor on the device (via a pinned buffer and an async copy on CUDA)."""
-        host = torch.from_numpy(np.ascontiguousarray(rgb))
-        if self.device.type != "cuda":
-            return host
-        if self._pinned is None or self._pinned.shape != host.shape:
-            self._pinned = torch.empty(host.shape, dtype=torch.uint8, pin_memory=True)
-        # Safe to reuse: the previous predict() ended with a blocking device-to-host copy.
-        self._pinned.copy_(host)
-        return self._pinned.to(self.device, non_blocking=True)
 
     def _focal_scale(self, fx: float | None, width: int) -> float:
         if fx is None:
             return 1.0
         if self.info.focal_px is None:
             if not self._warned_no_focal:
-                logger.warning("fx given but the checkpoint records no focal_px; depth is not rescaled")
+                logger.warning("fx given but the model records no focal_px; depth is not rescaled")
                 self._warned_no_focal = True
             return 1.0
         return (fx * self.info.input_width / width) / self.info.focal_px

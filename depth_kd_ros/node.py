@@ -15,7 +15,6 @@ from pathlib import Path
 
 import numpy as np
 import rclpy
-import torch
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
@@ -36,7 +35,9 @@ from depth_kd_ros.params import NodeParams, declare_parameters
 from depth_kd_ros.pointcloud import cloud_fields, depth_to_cloud, point_step
 from depth_kd_ros.stats import FrameStats
 
-DEFAULT_WEIGHTS = Path(__file__).resolve().parent / "weights" / "student_default.safetensors"
+WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+DEFAULT_WEIGHTS = {"onnxruntime": WEIGHTS_DIR / "student_default.onnx",
+                   "torch": WEIGHTS_DIR / "student_default.safetensors"}
 BAD_INPUT_LOG_PERIOD_S = 5.0
 SUBSCRIBER_CHECK_PERIOD_S = 0.5
 
@@ -47,14 +48,13 @@ class DepthNode(Node):
     def __init__(self, **kwargs) -> None:
         super().__init__("depth_node", **kwargs)
         self.params: NodeParams = declare_parameters(self)
-        model_path = Path(self.params.model_path) if self.params.model_path else DEFAULT_WEIGHTS
-        self.estimator = DepthEstimator(model_path, device=self.params.device, fp16=self.params.fp16)
-        if self.estimator.device.type == "cuda":
-            torch.backends.cudnn.benchmark = True  # the processing size never changes: autotune once
+        model_path = self.params.model_path or default_model(self.params.backend)
+        self.estimator = DepthEstimator(model_path, device=self.params.device, fp16=self.params.fp16,
+                                        backend=self.params.backend, threads=self.params.threads)
         self.estimator.warmup()
         self.get_logger().info(
-            f"model {model_path} ({self.estimator.info.arch}, "
-            f"{self.estimator.info.input_width}x{self.estimator.info.input_height}) on {self.estimator.device}"
+            f"model {model_path} ({self.estimator.info.arch}, {self.estimator.info.input_width}x"
+            f"{self.estimator.info.input_height}) with {self.estimator.backend.name} on {self.estimator.device}"
         )
         self.stats = FrameStats()
         self._last_bad_log: dict[str, float] = {}
@@ -227,7 +227,8 @@ class DepthNode(Node):
         if report.new_bad_inputs:
             level, summary = DiagnosticStatus.WARN, "bad input since last report"
         values = {
-            "device": str(self.estimator.device),
+            "backend": self.estimator.backend.name,
+            "device": self.estimator.device,
             "model": self.estimator.info.arch,
             "input rate (Hz)": f"{report.input_rate_hz:.2f}",
             "output rate (Hz)": f"{report.output_rate_hz:.2f}",
@@ -241,7 +242,7 @@ class DepthNode(Node):
         }
         status = DiagnosticStatus(
             level=level, name=f"{self.get_fully_qualified_name()}: depth", message=summary,
-            hardware_id=str(self.estimator.device),
+            hardware_id=self.estimator.device,
             values=[KeyValue(key=k, value=v) for k, v in values.items()],
         )
         header = Header(stamp=self.get_clock().now().to_msg())
@@ -253,6 +254,18 @@ class DepthNode(Node):
             self._mailbox_ready.notify()
         self._worker.join(timeout=5.0)
         super().destroy_node()
+
+
+def default_model(backend: str) -> Path:
+    """The package's weights for ``backend``; ``auto`` prefers ONNX Runtime (faster on CPU, no torch needed)."""
+    if backend == "auto":
+        try:
+            import onnxruntime  # noqa: F401
+        except ImportError:
+            backend = "torch"
+        else:
+            backend = "onnxruntime"
+    return DEFAULT_WEIGHTS[backend]
 
 
 def main(args: list[str] | None = None) -> None:

@@ -22,7 +22,9 @@ class NodeParams:
     """Current parameter values; the node reads these, never the parameter server, on its hot path."""
 
     model_path: str = ""
+    backend: str = "auto"
     device: str = "auto"
+    threads: int = 1
     fp16: bool = False
     image_transport: str = "raw"
     input_reliability: str = "best_effort"
@@ -37,9 +39,14 @@ class NodeParams:
 
 # name -> (description, read_only, range as (lo, hi, step) or allowed strings)
 _SPECS: dict[str, tuple[str, bool, object]] = {
-    "model_path": ("Student checkpoint (.safetensors); empty = the package's default weights.", True, None),
+    "model_path": ("Student model: .onnx (ONNX Runtime) or .safetensors (torch); empty = the package's default "
+                   "weights for the backend.", True, None),
+    "backend": ("auto | torch | onnxruntime. auto: by model_path's type; with the default weights, onnxruntime "
+                "when installed.", True, ("auto", "torch", "onnxruntime")),
     "device": ("auto | cpu | cuda | cuda:N. auto uses CUDA when present, else CPU with a warning.", True, None),
-    "fp16": ("Run the network in half precision (CUDA only; ignored on CPU).", True, None),
+    "fp16": ("Half precision on the GPU (torch on CUDA, ONNX Runtime with TensorRT); ignored on CPU.", True, None),
+    "threads": ("CPU threads for the network; 0 = the backend's default (all cores). Fewer threads than cores "
+                "keep latency steady when other processes load the CPU.", True, (0, 256, 1)),
     "image_transport": ("raw: subscribe image_raw (Image); compressed: image_raw/compressed.", True,
                         ("raw", "compressed")),
     "input_reliability": ("QoS reliability of the image and camera_info subscriptions.", True,

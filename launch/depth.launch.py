@@ -23,7 +23,8 @@ def generate_launch_description() -> LaunchDescription:
         DeclareLaunchArgument("camera_info", default_value="/camera/camera_info",
                               description="CameraInfo topic"),
         DeclareLaunchArgument("model_path", default_value="",
-                              description="student checkpoint; empty = the package's default weights"),
+                              description="student model (.onnx or .safetensors); empty = the default weights"),
+        DeclareLaunchArgument("backend", default_value="auto", description="auto | torch | onnxruntime"),
         DeclareLaunchArgument("device", default_value="auto", description="auto | cpu | cuda | cuda:N"),
         DeclareLaunchArgument("image_transport", default_value="raw", description="raw | compressed"),
         DeclareLaunchArgument("namespace", default_value="", description="namespace of the node's outputs"),
@@ -44,6 +45,7 @@ def generate_launch_description() -> LaunchDescription:
         namespace=arg("namespace"),
         parameters=[arg("params_file"), {
             "model_path": arg("model_path"),
+            "backend": arg("backend"),
             "device": arg("device"),
             "image_transport": arg("image_transport"),
         }],

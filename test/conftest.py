@@ -44,6 +44,16 @@ def tiny_checkpoint(tmp_path_factory) -> str:
 
 
 @pytest.fixture(scope="session")
+def tiny_onnx(tiny_checkpoint) -> str:
+    """``tiny_checkpoint`` exported to ONNX (``depth-kd export``), for the onnxruntime backend."""
+    from depth_kd.export import export_onnx
+
+    out = Path(tiny_checkpoint).with_suffix(".onnx")
+    export_onnx(tiny_checkpoint, out)
+    return str(out)
+
+
+@pytest.fixture(scope="session")
 def slow_checkpoint(tmp_path_factory) -> str:
     """The same student at a large processing size, so the node is clearly slower than its input."""
     return _write_checkpoint(tmp_path_factory.mktemp("ckpt") / "slow.safetensors", 320, 416)

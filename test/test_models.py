@@ -96,3 +96,38 @@ def test_bad_config_key_names_the_architecture():
 def test_even_kernel_size_is_rejected():
     with pytest.raises(ValueError, match="odd"):
         build_model("mobilenetv2_mff", {"kernel_size": 4})
+
+
+def gmacs(model: torch.nn.Module, height: int, width: int) -> float:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter, torch.inference_mode():
+        model.eval()(torch.zeros(1, 3, height, width))
+    return counter.get_total_flops() / 2e9
+
+
+def test_fast_student_costs_a_seventh_of_the_paper_student(student):
+    fast = build_model("mobilenetv2_fast")
+    assert gmacs(fast, 224, 288) <= 0.6  # issue 8's budget; the MFF student needs ~3.7
+    assert gmacs(student, 224, 288) > 6 * gmacs(fast, 224, 288)
+
+
+@pytest.mark.parametrize(("height", "width"), [(64, 96), (192, 256)])
+def test_fast_student_output_follows_input_size_and_is_non_negative(height, width):
+    torch.manual_seed(0)
+    depth = build_model("mobilenetv2_fast").eval()(torch.randn(2, 3, height, width))
+    assert depth.shape == (2, 1, height, width) and (depth >= 0).all()
+
+
+def test_fast_student_uses_a_tap_at_every_scale():
+    model = build_model("mobilenetv2_fast", {"channels": [32, 16, 16, 8, 8]})
+    taps = model.encoder(torch.zeros(1, 3, 64, 96))
+    assert [t.shape[-1] for t in taps] == [48, 24, 12, 6, 3]  # 1/2 .. 1/32
+    assert [t.shape[1] for t in taps] == [16, 24, 32, 96, 160]
+    model(torch.randn(1, 3, 64, 96)).mean().backward()
+    assert all(p.grad is not None for p in model.parameters())  # every stage is on the path to the output
+
+
+def test_fast_student_needs_one_width_per_tap():
+    with pytest.raises(ValueError, match="one decoder width per encoder tap"):
+        build_model("mobilenetv2_fast", {"channels": [32, 16]})

@@ -27,10 +27,14 @@ def _frame(seed: int = 0) -> np.ndarray:
     return np.clip(ramp * 0.7 + noise, 0, 255).astype(np.uint8)
 
 
-@pytest.fixture(scope="module")
-def raw_node(tmp_path_factory, tiny_checkpoint):
+@pytest.fixture(scope="module", params=["torch", "onnxruntime"])
+def raw_node(request, tmp_path_factory, tiny_checkpoint, tiny_onnx):
+    """The node on each backend: every test below runs against both (the same tiny model, exported)."""
     log = tmp_path_factory.mktemp("raw_node") / "depth_node.log"
-    node = NodeProcess({"model_path": tiny_checkpoint, "device": "cpu", "diagnostics_period": 0.5}, log)
+    model = tiny_checkpoint if request.param == "torch" else tiny_onnx
+    node = NodeProcess({"model_path": model, "backend": request.param, "device": "cpu",
+                        "diagnostics_period": 0.5}, log)
+    node.backend = request.param
     peer = Peer()
     peer.listen("depth/image", best_effort=True)
     peer.wait_connected(node)
@@ -77,6 +81,13 @@ def test_outputs_sizes_types_encodings_and_headers(raw_node):
     assert peer.wait_for(lambda: peer.by_stamp("depth/colored", msg.header.stamp))
     colored = peer.by_stamp("depth/colored", msg.header.stamp)[0]
     assert (colored.encoding, colored.height, colored.width) == ("bgr8", HEIGHT, WIDTH)
+
+
+def test_diagnostics_name_the_backend_and_device(raw_node):
+    node, peer = raw_node
+    assert peer.wait_for(lambda: peer.latest_diagnostics().get("backend") == node.backend), node.log()
+    device = peer.latest_diagnostics()["device"]
+    assert device == ("cpu (float32)" if node.backend == "torch" else "CPUExecutionProvider")
 
 
 def test_camera_info_for_another_size_is_scaled(raw_node):

@@ -5,8 +5,9 @@
 #   U    = redkitchen frames 175-324 (depth never read), the uncalibrated robot bag, the unlabeled folders
 #   test = redkitchen frames 350-499 (eval_real.py), plus the shared NYU and TUM frames
 # Usage: bash docs/experiments/kd_real.sh [RUNS_DIR]. Environment: SHARED (../shared), RK (the redkitchen bag),
-# DEVICE (auto), STEPS (2000), PARALLEL (runs at once, 1), ONLY (row names to run; default all), EVAL (1: score the
-# runs at the end), KD (.venv/bin/depth-kd), PY (.venv/bin/python).
+# DEVICE (auto), ARCH (mobilenetv2_mff; mobilenetv2_fast for the real-time student), STEPS (2000), PARALLEL
+# (runs at once, 1), ONLY (row names to run; default all), EVAL (1: score the runs at the end),
+# KD (.venv/bin/depth-kd), PY (.venv/bin/python).
 # On 2 CPU cores a student takes about 2.4 s a step; every run resumes where it stopped when started again.
 set -euo pipefail
 RUNS=${1:-runs/kd_real}
@@ -29,7 +30,7 @@ done
 RENDERED=("$RUNS"/data/indoor_s{1,2})
 
 # Patient and consistent distillation: the teacher labels every augmented view at every step.
-COMMON=(--config training/configs/distill_fastdepth.yaml --teacher "$SHARED/models/fastdepth/fast_depth_224_int8.tflite" --size 192x256 --batch-size 8 --lr 3e-4
+COMMON=(--config training/configs/distill_fastdepth.yaml --arch "${ARCH:-mobilenetv2_mff}" --teacher "$SHARED/models/fastdepth/fast_depth_224_int8.tflite" --size 192x256 --batch-size 8 --lr 3e-4
         --num-workers "${NUM_WORKERS:-2}" --steps "$STEPS" --device "${DEVICE:-auto}"
         --set "model.encoder_weights=$SHARED/models/imagenet/mobilenet_v2_imagenet.safetensors"
         --set model.freeze_encoder_bn=true --set distill.online_teacher=true --set optim.warmup_steps=200

@@ -191,7 +191,7 @@ def test_eval_with_a_folder_as_model_says_so(tmp_path, bags, capsys):
     save_dir.mkdir()
     assert main(["eval", "--model", str(save_dir), "--data", str(bags["x"]), "--device", "cpu"]) == 2
     assert _one_error_line(capsys) == (f"depth-kd eval: error: {save_dir}: is a directory, not a checkpoint file "
-                                       "(give the .safetensors file in it)")
+                                       "(give the .safetensors or .onnx file in it)")
 
 
 def test_malformed_config_names_the_file_and_line(tmp_path, bags, capsys):

@@ -47,7 +47,8 @@ def _opt(default: Any, help: str) -> Any:  # noqa: A002  (the argparse word for 
 class ModelConfig:
     """What network is trained and at what size."""
 
-    arch: str = _opt("mobilenetv2_mff", "registry architecture: mobilenetv2_mff (student) or resnet34_mff (teacher)")
+    arch: str = _opt("mobilenetv2_mff", "registry architecture: mobilenetv2_mff or mobilenetv2_fast (students), "
+                                        "resnet34_mff (teacher)")
     arch_config: dict = _opt({}, "keyword arguments for build_model (e.g. decoder widths)")
     encoder_weights: str | None = _opt(None, "local torchvision ImageNet state dict (.pth/.safetensors) for the "
                                              "encoder, e.g. resnet34-b627a593.pth; null = random init")

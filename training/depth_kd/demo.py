@@ -176,7 +176,7 @@ def _msg_class(topic: str):
 def _default_info():
     from depth_kd_ros.node import DEFAULT_WEIGHTS
 
-    return load_checkpoint(DEFAULT_WEIGHTS)[1]
+    return load_checkpoint(DEFAULT_WEIGHTS["torch"])[1]  # the .onnx twin carries the same ModelInfo
 
 
 def _spawn(cmd: list[str], stdout):

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-from depth_kd_ros.inference import resolve_device
+from depth_kd_ros.backends.torch_backend import resolve_device
 
 logger = logging.getLogger(__name__)
 

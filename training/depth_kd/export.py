@@ -20,11 +20,9 @@ import torch
 
 from depth_kd.config import DEFAULT_OPSET
 from depth_kd_ros.checkpoint import FORMAT, CheckpointError, ModelInfo, load_checkpoint, save_checkpoint
+from depth_kd_ros.model_info import ONNX_FORMAT_KEY, ONNX_INFO_KEY
 
 logger = logging.getLogger(__name__)
-
-METADATA_KEY = "depth_kd_ros.model_info"
-FORMAT_KEY = "depth_kd_ros.format"
 
 
 class ExportError(RuntimeError):
@@ -57,7 +55,7 @@ def export_onnx(checkpoint: str | Path, onnx_path: str | Path, *, opset: int = D
         torch.onnx.export(model, (probe[:1],), str(onnx_path), input_names=["image"], output_names=["depth"],
                           opset_version=opset, dynamic_axes=axes, dynamo=False)
     proto = onnx.load(str(onnx_path))
-    onnx.helper.set_model_props(proto, {METADATA_KEY: info.to_json(), FORMAT_KEY: FORMAT})
+    onnx.helper.set_model_props(proto, {ONNX_INFO_KEY: info.to_json(), ONNX_FORMAT_KEY: FORMAT})
     onnx.checker.check_model(proto)
     onnx.save(proto, str(onnx_path))
 
@@ -91,9 +89,9 @@ def onnx_model_info(path: str | Path) -> ModelInfo | None:
     """The ModelInfo an exported ONNX model carries, or None for other ONNX models."""
     proto = onnx.load(str(path), load_external_data=False)
     props = {p.key: p.value for p in proto.metadata_props}
-    if METADATA_KEY not in props:
+    if ONNX_INFO_KEY not in props:
         return None
     try:
-        return ModelInfo.from_json(props[METADATA_KEY])
+        return ModelInfo.from_json(props[ONNX_INFO_KEY])
     except ValueError as err:
-        raise CheckpointError(f"{path}: bad {METADATA_KEY} metadata: {err}") from err
+        raise CheckpointError(f"{path}: bad {ONNX_INFO_KEY} metadata: {err}") from err

@@ -59,7 +59,7 @@ def _training_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", metavar="YAML", help="config file (e.g. training/configs/teacher.yaml)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override any config key, e.g. --set optim.lr=3e-4 (repeatable)")
-    parser.add_argument("--arch", help="registry architecture (mobilenetv2_mff, resnet34_mff)")
+    parser.add_argument("--arch", help="registry architecture (mobilenetv2_mff, mobilenetv2_fast, resnet34_mff)")
     parser.add_argument("--size", type=_size, metavar="HxW", help="training size, multiples of 32, e.g. 224x288")
     parser.add_argument("--eval-data", nargs="+", metavar="BAG", help="held-out bags (or image folders) with depth "
                         "for evaluation; #frames=A:B / #time=T0:T1 allowed")
@@ -165,8 +165,9 @@ def _guarded(handler: Callable[[argparse.Namespace], int], name: str) -> Callabl
 
 def _check_device(spec: str, source: str) -> None:
     """ConfigError for a device spec this machine cannot use (bogus, or CUDA without CUDA), before anything
-    loads; the node's own rule (:func:`~depth_kd_ros.inference.resolve_device`), so the words are the same."""
-    from depth_kd_ros.inference import resolve_device
+    loads; the node's own rule (:func:`~depth_kd_ros.backends.torch_backend.resolve_device`), so the words
+    are the same."""
+    from depth_kd_ros.backends.torch_backend import resolve_device
 
     if spec.strip() == "auto":  # always usable; resolving it here would only repeat its CPU warning
         return
