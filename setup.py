@@ -18,8 +18,10 @@ setup(
         (f"share/{PACKAGE}/rviz", glob("rviz/*.rviz")),
     ],
     python_requires=">=3.10",
-    # numpy/opencv/rclpy come from the ROS distro (or the venv set-up); torch from pip.
-    install_requires=["setuptools", "numpy", "torch", "torchvision", "safetensors"],
+    # numpy/opencv/rclpy come from the ROS distro (or the venv set-up). ONNX Runtime (the default backend) is
+    # all a robot needs to run .onnx models; `pip install .[torch]` adds the torch backend (.safetensors).
+    install_requires=["setuptools", "numpy", "onnxruntime", "rosbags>=0.10"],
+    extras_require={"torch": ["torch", "torchvision", "safetensors"]},
     zip_safe=True,
     maintainer="depth_kd_ros maintainers",
     maintainer_email="maintainers@depth-kd-ros.invalid",

@@ -30,7 +30,6 @@ __all__ = [
     "compressed_depth_to_metres",
     "compressed_to_rgb",
     "depth_image_to_metres",
-    "depth_to_32fc1",
     "image_to_rgb",
 ]
 
@@ -261,17 +260,6 @@ def compressed_depth_to_metres(fmt: str, data: Any) -> np.ndarray:
     depth = raw.astype(np.float32) / np.float32(1000.0)
     depth[raw == 0] = np.nan
     return depth
-
-
-def depth_to_32fc1(depth: np.ndarray) -> tuple[str, int, bytes]:
-    """Encode (height, width) metres as a 32FC1 Image payload: (encoding, step, data), little-endian.
-
-    Set the message's ``is_bigendian`` to False.
-    """
-    if depth.ndim != 2:
-        raise ValueError(f"depth must be a 2-D (height, width) array, got shape {depth.shape}")
-    data = np.ascontiguousarray(depth, dtype="<f4").tobytes()
-    return "32FC1", depth.shape[1] * 4, data
 
 
 def colorize_depth(depth: np.ndarray, min_depth: float, max_depth: float) -> np.ndarray:

@@ -19,20 +19,15 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
-from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2, PointField
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 from std_msgs.msg import Header
 
 from depth_kd_ros.camera_info import IntrinsicsError, intrinsics_from_camera_info, scale_camera_info
-from depth_kd_ros.image_codec import (
-    ImageDecodeError,
-    colorize_depth,
-    compressed_to_rgb,
-    depth_to_32fc1,
-    image_to_rgb,
-)
+from depth_kd_ros.image_codec import ImageDecodeError, colorize_depth, compressed_to_rgb, image_to_rgb
 from depth_kd_ros.inference import DepthEstimator
 from depth_kd_ros.params import NodeParams, declare_parameters
-from depth_kd_ros.pointcloud import cloud_fields, depth_to_cloud, point_step
+from depth_kd_ros.pointcloud import cloud_fields, depth_to_cloud
+from depth_kd_ros.serialized import cloud_cdr, depth_image_cdr, image_cdr
 from depth_kd_ros.stats import FrameStats
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
@@ -59,7 +54,7 @@ class DepthNode(Node):
         self.stats = FrameStats()
         self._last_bad_log: dict[str, float] = {}
         self._camera_info: CameraInfo | None = None
-        self._mailbox: Image | CompressedImage | None = None
+        self._mailbox: tuple[Image | CompressedImage, float] | None = None  # (newest frame, its arrival)
         self._mailbox_ready = threading.Condition()
         self._stopping = False
 
@@ -107,7 +102,7 @@ class DepthNode(Node):
         with self._mailbox_ready:
             if self._mailbox is not None:
                 self.stats.drop()
-            self._mailbox = msg
+            self._mailbox = (msg, time.perf_counter())
             self._mailbox_ready.notify()
 
     def _on_camera_info(self, msg: CameraInfo) -> None:
@@ -121,9 +116,9 @@ class DepthNode(Node):
                     self._mailbox_ready.wait()
                 if self._stopping:
                     return
-                msg, self._mailbox = self._mailbox, None
+                (msg, arrived), self._mailbox = self._mailbox, None
             try:
-                self.process(msg)
+                self.process(msg, arrived)
             except Exception as error:  # noqa: BLE001 - one bad frame must never kill the node
                 self._bad_input("processing", f"frame failed: {type(error).__name__}: {error}")
 
@@ -131,8 +126,12 @@ class DepthNode(Node):
         pubs = [self.pub_depth, self.pub_info, self.pub_points, self.pub_colored]
         return any(p is not None and p.get_subscription_count() > 0 for p in pubs)
 
-    def process(self, msg: Image | CompressedImage) -> None:
-        """Decode, infer and publish one frame: the whole per-frame path, top to bottom."""
+    def process(self, msg: Image | CompressedImage, arrived: float | None = None) -> None:
+        """Decode, infer and publish one frame: the whole per-frame path, top to bottom.
+
+        ``arrived``: perf_counter() when the callback took the frame; each stage's time goes to /diagnostics.
+        """
+        started = time.perf_counter()
         if not self._outputs_wanted():  # the last subscriber left since this frame arrived
             return
         try:
@@ -157,25 +156,25 @@ class DepthNode(Node):
             except IntrinsicsError as error:
                 self._bad_input("intrinsics", f"unusable CameraInfo: {error}")
 
-        started = time.perf_counter()
+        decoded = time.perf_counter()
         fx = intrinsics[0] if (intrinsics and self.params.metric_rescale) else None
         depth = self.estimator.predict(rgb, fx=fx)
         self._apply_depth_limits(depth)
-        self.stats.inference_done(time.perf_counter() - started)
+        inferred = time.perf_counter()
+        self.stats.inference_done(inferred - decoded)
 
         if self.pub_depth.get_subscription_count():
-            encoding, step, data = depth_to_32fc1(depth)
-            self.pub_depth.publish(Image(header=msg.header, height=height, width=width, encoding=encoding,
-                                         is_bigendian=0, step=step, data=data))
+            self.pub_depth.publish(depth_image_cdr(msg.header, depth))
         if info is not None and self.pub_info.get_subscription_count():
             self.pub_info.publish(info)
         if intrinsics and self.pub_points.get_subscription_count():
             self.pub_points.publish(self._cloud_msg(msg, depth, rgb, intrinsics))
         if self.pub_colored is not None and self.pub_colored.get_subscription_count():
-            bgr = colorize_depth(depth, *self._depth_range())
-            self.pub_colored.publish(Image(header=msg.header, height=height, width=width, encoding="bgr8",
-                                           is_bigendian=0, step=width * 3, data=bgr.tobytes()))
+            self.pub_colored.publish(image_cdr(msg.header, "bgr8", colorize_depth(depth, *self._depth_range())))
+        done = time.perf_counter()
         self.stats.frame_out(msg.header.stamp)
+        self.stats.stages({"waiting for the worker": started - (arrived or started), "decode": decoded - started,
+                           "inference": inferred - decoded, "encode and publish": done - inferred})
 
     def _depth_range(self) -> tuple[float, float]:
         lo = self.params.min_depth or self.estimator.info.min_depth
@@ -189,18 +188,11 @@ class DepthNode(Node):
             with np.errstate(invalid="ignore"):
                 depth[(depth < lo) | (depth > hi)] = np.nan
 
-    def _cloud_msg(self, msg, depth: np.ndarray, rgb: np.ndarray, intrinsics) -> PointCloud2:
+    def _cloud_msg(self, msg, depth: np.ndarray, rgb: np.ndarray, intrinsics) -> bytes:
         with_rgb = self.params.points_rgb
         points = depth_to_cloud(depth, *intrinsics, rgb=rgb if with_rgb else None,
                                 decimation=self.params.points_decimation)
-        step = point_step(with_rgb)
-        return PointCloud2(
-            header=msg.header, height=points.shape[0], width=points.shape[1],
-            fields=[PointField(name=n, offset=o, datatype=PointField.FLOAT32, count=1)
-                    for n, o in cloud_fields(with_rgb)],
-            is_bigendian=False, point_step=step, row_step=step * points.shape[1],
-            data=points.tobytes(), is_dense=False,
-        )
+        return cloud_cdr(msg.header, points, cloud_fields(with_rgb))
 
     # --- bad input and diagnostics ---------------------------------------------------------------------
     def _image_topic(self) -> str:
@@ -239,6 +231,7 @@ class DepthNode(Node):
             "dropped frames": str(report.dropped),
             "bad inputs": str(sum(report.bad_inputs.values())),
             **{f"bad inputs: {k}": str(v) for k, v in sorted(report.bad_inputs.items())},
+            **{f"stage: {k} mean (ms)": f"{v:.2f}" for k, v in report.stage_ms_mean.items()},
         }
         status = DiagnosticStatus(
             level=level, name=f"{self.get_fully_qualified_name()}: depth", message=summary,

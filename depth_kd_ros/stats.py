@@ -21,6 +21,7 @@ class StatsReport:
     dropped: int
     bad_inputs: dict[str, int] = field(default_factory=dict)
     new_bad_inputs: int = 0
+    stage_ms_mean: dict[str, float] = field(default_factory=dict)  # where a frame's time goes, in order
 
 
 class FrameStats:
@@ -35,6 +36,7 @@ class FrameStats:
         self._window_in = self._window_out = self._window_bad = 0
         self._inference_s: list[float] = []
         self._latency_s: list[float] = []
+        self._stage_s: dict[str, list[float]] = {}
 
     def frame_in(self) -> None:
         with self._lock:
@@ -44,6 +46,12 @@ class FrameStats:
     def inference_done(self, seconds: float) -> None:
         with self._lock:
             self._inference_s.append(seconds)
+
+    def stages(self, seconds: dict[str, float]) -> None:
+        """One frame's time per stage (arrival, decode, inference, publish...), in the order they ran."""
+        with self._lock:
+            for name, value in seconds.items():
+                self._stage_s.setdefault(name, []).append(value)
 
     def frame_out(self, stamp) -> None:
         """`stamp` is the input header's builtin_interfaces/Time: latency = now - capture time."""
@@ -72,11 +80,13 @@ class FrameStats:
                 dropped=self.dropped,
                 bad_inputs=dict(self.bad_inputs),
                 new_bad_inputs=self._window_bad,
+                stage_ms_mean={name: 1e3 * _mean(values) for name, values in self._stage_s.items()},
             )
             self._window_start = now
             self._window_in = self._window_out = self._window_bad = 0
             self._inference_s.clear()
             self._latency_s.clear()
+            self._stage_s.clear()
             return report
 
     def drop(self) -> None:

@@ -189,8 +189,12 @@ class Peer:
         return [s for m in self.messages("/diagnostics") for s in m.status if s.name == self.status_name]
 
     def latest_diagnostics(self) -> dict[str, str]:
-        statuses = self._statuses()
-        return {kv.key: kv.value for kv in statuses[-1].values} if statuses else {}
+        history = self.diagnostics_history()
+        return history[-1] if history else {}
+
+    def diagnostics_history(self) -> list[dict[str, str]]:
+        """Every /diagnostics status of the node so far, oldest first, as key -> value."""
+        return [{kv.key: kv.value for kv in status.values} for status in self._statuses()]
 
     def latest_diagnostics_message(self) -> str:
         statuses = self._statuses()

@@ -15,7 +15,6 @@ from depth_kd_ros.image_codec import (
     compressed_depth_to_metres,
     compressed_to_rgb,
     depth_image_to_metres,
-    depth_to_32fc1,
     image_to_rgb,
 )
 
@@ -257,21 +256,6 @@ def test_compressed_depth_size_limit_is_checked_before_decoding():
     compressed_depth_to_metres("16UC1; compressedDepth png", compressed_depth(np.ones((2, 3), np.uint16)))
     with pytest.raises(ImageDecodeError, match="declares 8193x8192 pixels"):
         compressed_depth_to_metres("16UC1; compressedDepth png", _png_with_ihdr_size(8193, 8192))
-
-
-def test_depth_to_32fc1_layout_and_round_trip():
-    depth = np.array([[1.0, 2.5, np.nan], [0.25, 4.0, 8.0]], dtype=np.float32)
-    encoding, step, data = depth_to_32fc1(depth)
-    assert (encoding, step) == ("32FC1", 12)
-    assert data[:12] == struct.pack("<3f", 1.0, 2.5, float("nan"))
-    np.testing.assert_array_equal(depth_image_to_metres(encoding, 2, 3, step, data), depth)
-
-
-def test_depth_to_32fc1_converts_float64_and_rejects_3d():
-    _, _, data = depth_to_32fc1(np.array([[0.5]], dtype=np.float64))
-    assert data == struct.pack("<f", 0.5)
-    with pytest.raises(ValueError, match="2-D"):
-        depth_to_32fc1(np.zeros((2, 2, 1), np.float32))
 
 
 # --- colour map -------------------------------------------------------------------------------------

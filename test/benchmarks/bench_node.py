@@ -1,19 +1,27 @@
-"""Benchmark depth_node's per-frame costs at 640x480, each against a baseline measured in the same run.
+"""Benchmark depth_node's per-frame costs at 640x480 input, each against a baseline measured in the same run.
 
-    .venv/bin/python test/benchmarks/bench_node.py [--checkpoint PATH] [--device cpu] [--frames 30]
+    .venv/bin/python test/benchmarks/bench_node.py [--model CKPT.safetensors] [--threads 1] [--frames 60]
 
-1. student inference alone (DepthEstimator.predict) vs torchvision MobileNetV2 `features` on the same image
-   (the reference figure in shared/NOTES.md: ~150 ms on 2 cores);
-2. end-to-end latency, Image published -> depth/image received, through rclpy + Fast DDS with depth_node in
-   its own process, vs inference alone (the ratio is the ROS overhead factor);
-3. point cloud construction (vectorised depth_to_cloud) vs a plain per-point Python loop.
+1. predict (DepthEstimator.predict, resizes included) for each backend: torch fp32, ONNX Runtime fp32, ONNX
+   Runtime int8 (QDQ, calibrated on real frames), at the model's processing size and at 224x288 (same
+   weights: the networks are fully convolutional); ratio to torch fp32 at the same size. Anchor: FastDepth,
+   int8 TFLite, 224x224 (skipped without ../shared).
+2. a busy robot: p95 predict latency while another process keeps one core busy, against the idle median,
+   for 1 and 2 threads per backend (goal: at most 2x).
+3. end to end, Image published -> depth/image received, through rclpy + Fast DDS with depth_node in its own
+   process on the node's default backend, against predict alone; and where the node's time goes (its
+   /diagnostics stage means).
+4. point cloud construction (vectorised depth_to_cloud) vs a per-point Python loop.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import logging
 import os
 import random
+import subprocess
 import sys
 import tempfile
 import time
@@ -26,25 +34,92 @@ os.environ.setdefault("FASTRTPS_DEFAULT_PROFILES_FILE", str(REPO / "config" / "f
 sys.path.insert(0, str(REPO / "test"))
 
 import numpy as np  # noqa: E402
-import torch  # noqa: E402
-import torchvision  # noqa: E402
 
+from depth_kd.export import export_int8, export_onnx  # noqa: E402
+from depth_kd_ros.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
 from depth_kd_ros.inference import DepthEstimator  # noqa: E402
 from depth_kd_ros.node import DEFAULT_WEIGHTS  # noqa: E402
+from depth_kd_ros.params import NodeParams  # noqa: E402
 from depth_kd_ros.pointcloud import depth_to_cloud  # noqa: E402
 
-WIDTH, HEIGHT = 640, 480
+WIDTH, HEIGHT, FX = 640, 480, 525.0
+SHARED = REPO.parent / "shared"
+CALIBRATION = f"{SHARED}/data/real/bags/redkitchen_7scenes#frames=0:150"
+FASTDEPTH = SHARED / "models" / "fastdepth" / "fast_depth_224_int8.tflite"
 
 
-def timed(fn, repeats: int) -> float:
-    """Median seconds of `repeats` calls after one warm-up call."""
-    fn()
+def latencies(fn, repeats: int) -> np.ndarray:
+    """Seconds per call, `repeats` calls after two warm-up calls."""
+    fn(), fn()
     samples = []
     for _ in range(repeats):
         start = time.perf_counter()
         fn()
         samples.append(time.perf_counter() - start)
-    return float(np.median(samples))
+    return np.asarray(samples)
+
+
+def real_frame() -> np.ndarray:
+    """A 640x480 frame of the shared NYU set if present (content matters little for timing), else noise."""
+    import cv2
+
+    frames = sorted((SHARED / "data" / "real" / "nyu_v2" / "rgb").glob("*.jpg"))
+    if frames:
+        return cv2.resize(cv2.cvtColor(cv2.imread(str(frames[0])), cv2.COLOR_BGR2RGB), (WIDTH, HEIGHT))
+    return np.random.default_rng(0).integers(0, 255, (HEIGHT, WIDTH, 3), dtype=np.uint8)
+
+
+def build_variants(checkpoint: Path, sizes: list[tuple[int, int]], tmp: Path) -> dict[tuple[str, tuple], Path]:
+    """{(variant, size): model file}: the checkpoint re-declared at each size, exported to fp32 and int8 ONNX."""
+    model, info = load_checkpoint(checkpoint)
+    files = {}
+    for height, width in sizes:
+        sized = tmp / f"student_{height}x{width}.safetensors"
+        save_checkpoint(sized, model, dataclasses.replace(info, input_height=height, input_width=width))
+        files["torch fp32", (height, width)] = sized
+        export_onnx(sized, tmp / f"student_{height}x{width}.onnx")
+        files["onnxruntime fp32", (height, width)] = tmp / f"student_{height}x{width}.onnx"
+        if Path(CALIBRATION.split("#")[0]).exists():
+            int8 = tmp / f"student_{height}x{width}_int8.onnx"
+            export_int8(sized, int8, calibration=[CALIBRATION], frames=32)
+            files["onnxruntime int8", (height, width)] = int8
+    return files
+
+
+def tflite_anchor(rgb: np.ndarray, repeats: int, threads: int) -> float | None:
+    """Median seconds of FastDepth int8 TFLite at 224x224 (resize to its input included), or None."""
+    if not FASTDEPTH.exists():
+        return None
+    import cv2
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=str(FASTDEPTH), num_threads=threads)
+    interpreter.allocate_tensors()
+    inp, out = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
+
+    def run() -> None:
+        interpreter.set_tensor(inp["index"], cv2.resize(rgb, (224, 224), interpolation=cv2.INTER_AREA)[None])
+        interpreter.invoke()
+        cv2.resize(interpreter.get_tensor(out["index"])[0, :, :, 0].astype(np.float32), (WIDTH, HEIGHT))
+
+    return float(np.median(latencies(run, repeats)))
+
+
+def estimator(path: Path, threads: int) -> DepthEstimator:
+    return DepthEstimator(path, device="cpu", threads=threads)
+
+
+class BusyCore:
+    """Another process spinning on one core for the duration (a robot's SLAM, planner, drivers...)."""
+
+    def __enter__(self) -> BusyCore:
+        self.proc = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+        time.sleep(0.5)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.proc.kill()
+        self.proc.wait()
 
 
 def cloud_loop(depth: np.ndarray, fx: float, fy: float, cx: float, cy: float) -> np.ndarray:
@@ -53,77 +128,116 @@ def cloud_loop(depth: np.ndarray, fx: float, fy: float, cx: float, cy: float) ->
     for v in range(depth.shape[0]):
         for u in range(depth.shape[1]):
             z = depth[v, u]
-            if np.isfinite(z) and z > 0:
-                out[v, u, :3] = ((u - cx) * z / fx, (v - cy) * z / fy, z)
-            else:
-                out[v, u, :3] = np.nan
+            out[v, u, :3] = ((u - cx) * z / fx, (v - cy) * z / fy, z) if np.isfinite(z) and z > 0 else np.nan
     return out
 
 
-def end_to_end(checkpoint: Path, device: str, frames: int) -> tuple[float, float, float]:
-    """(median, p95, throughput Hz) of image-in -> depth-out through a real depth_node process."""
+def end_to_end(frames: int) -> tuple[np.ndarray, dict[str, str]]:
+    """(latencies in s, the node's last /diagnostics values) of image-in -> depth-out through depth_node with
+    its default parameters."""
     from ros_harness import NodeProcess, Peer, make_camera_info, make_image, stamp_of
 
     with tempfile.TemporaryDirectory() as tmp:
-        node = NodeProcess({"model_path": checkpoint, "device": device}, Path(tmp) / "node.log")
+        node = NodeProcess({"device": "cpu", "diagnostics_period": 0.5}, Path(tmp) / "node.log")
         peer = Peer(name="bench_peer", subscribe=("depth/image",))
         try:
             peer.wait_connected(node)
-            peer.pub_info.publish(make_camera_info(WIDTH, HEIGHT, 525.0))
-            rgb = np.random.default_rng(0).integers(0, 255, (HEIGHT, WIDTH, 3), dtype=np.uint8)
-            latencies = []
-            started = time.perf_counter()
+            peer.pub_info.publish(make_camera_info(WIDTH, HEIGHT, FX))
+            rgb = real_frame()
+            samples = []
             for _ in range(frames):  # one frame in flight at a time: pure latency, no queueing
                 sent = time.time()
                 if peer.send_and_wait(make_image(rgb, stamp_of(sent))) is None:
                     raise RuntimeError(f"no answer from depth_node:\n{node.log()}")
-                latencies.append(time.time() - sent)
-            throughput = frames / (time.perf_counter() - started)
+                samples.append(time.time() - sent)
+            time.sleep(1.0)  # one more diagnostics period covering the last frames
+            windows = [d for d in peer.diagnostics_history() if float(d.get("frames out", 0)) > 0]
+            # Stage means per window, averaged over the windows that saw frames (near-equal frame counts).
+            diagnostics = dict(windows[-1])
+            for key in [k for k in diagnostics if k.startswith("stage: ")]:
+                values = [float(d[key]) for d in windows if key in d and float(d[key]) > 0]
+                diagnostics[key] = str(np.mean(values)) if values else "0"
         finally:
             peer.close()
             node.stop()
-    return float(np.median(latencies[1:])), float(np.percentile(latencies[1:], 95)), throughput
+    return np.asarray(samples[2:]), diagnostics
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--checkpoint", type=Path, default=DEFAULT_WEIGHTS, help="student checkpoint")
-    parser.add_argument("--device", default="cpu", help="cpu | cuda")
-    parser.add_argument("--frames", type=int, default=30, help="frames for the end-to-end measurement")
-    parser.add_argument("--repeats", type=int, default=10, help="repeats for the inference timings")
+    parser.add_argument("--model", type=Path, default=DEFAULT_WEIGHTS["torch"],
+                        help="student checkpoint (.safetensors); exported to ONNX and int8 here")
+    parser.add_argument("--threads", type=int, default=NodeParams.threads, help="threads for section 1")
+    parser.add_argument("--frames", type=int, default=60, help="frames for the end-to-end measurement")
+    parser.add_argument("--repeats", type=int, default=40, help="repeats for each predict timing")
+    parser.add_argument("--load-repeats", type=int, default=150, help="repeats under load (p95)")
     args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    rgb = real_frame()
+    info = load_checkpoint(args.model)[1]
+    default_size = (info.input_height, info.input_width)
+    sizes = [default_size] + ([(224, 288)] if default_size != (224, 288) else [])
 
-    rgb = np.random.default_rng(0).integers(0, 255, (HEIGHT, WIDTH, 3), dtype=np.uint8)
-    estimator = DepthEstimator(args.checkpoint, device=args.device)
-    info = estimator.info
-    student_s = timed(lambda: estimator.predict(rgb, fx=525.0), args.repeats)
+    with tempfile.TemporaryDirectory() as tmp:
+        files = build_variants(args.model, sizes, Path(tmp))
+        print(f"depth_node benchmark: {WIDTH}x{HEIGHT} input, CPU ({os.cpu_count()} cores), model {args.model.name} "
+              f"({info.arch}); int8 calibration: {CALIBRATION if len(files) > 2 * len(sizes) else 'skipped'}")
 
-    backbone = torchvision.models.mobilenet_v2(weights=None).features.eval().to(estimator.device)
-    x = torch.rand(1, 3, HEIGHT, WIDTH, device=estimator.device)
-    with torch.inference_mode():
-        baseline_s = timed(lambda: backbone(x), args.repeats)
+        print(f"\n1. predict at {WIDTH}x{HEIGHT} input (resizes included), {args.threads} thread(s), median of "
+              f"{args.repeats}")
+        print(f"{'backend':18s} {'size':>8s} {'ms':>8s} {'frames/s':>9s} {'vs torch fp32':>14s}")
+        medians = {}
+        for (variant, size), path in files.items():
+            medians[variant, size] = float(np.median(latencies(lambda e=estimator(path, args.threads):
+                                                                e.predict(rgb, fx=FX), args.repeats)))
+        for (variant, size), ms in medians.items():
+            base = medians["torch fp32", size]
+            print(f"{variant:18s} {size[0]:>3d}x{size[1]:<4d} {ms * 1e3:8.2f} {1 / ms:9.1f} {ms / base:14.3f}")
+        anchor = tflite_anchor(rgb, args.repeats, args.threads)
+        if anchor is None:
+            print("FastDepth int8 TFLite 224x224: skipped (no ../shared/models/fastdepth)")
+        else:
+            print(f"{'FastDepth TFLite':18s} {'224x224':>8s} {anchor * 1e3:8.2f} {1 / anchor:9.1f} "
+                  f"{anchor / medians['torch fp32', default_size]:14.3f}  (anchor, int8, whole-frame resize)")
 
-    depth = estimator.predict(rgb)
-    cloud_s = timed(lambda: depth_to_cloud(depth, 525.0, 525.0, 319.5, 239.5), 20)
-    loop_s = timed(lambda: cloud_loop(depth, 525.0, 525.0, 319.5, 239.5), 1)
-    np.testing.assert_allclose(depth_to_cloud(depth, 525.0, 525.0, 319.5, 239.5)[..., :3],
-                               cloud_loop(depth, 525.0, 525.0, 319.5, 239.5)[..., :3], rtol=1e-5, equal_nan=True)
+        print(f"\n2. a busy robot: one core kept busy by another process; predict at {default_size[0]}x"
+              f"{default_size[1]}, {args.load_repeats} calls")
+        print(f"{'backend':18s} {'threads':>7s} {'idle median ms':>15s} {'loaded median':>14s} "
+              f"{'loaded p95':>11s} {'p95 / idle':>11s}")
+        for (variant, size), path in files.items():
+            if size != default_size:
+                continue
+            for threads in (1, 2):
+                est = estimator(path, threads)
+                idle = float(np.median(latencies(lambda e=est: e.predict(rgb, fx=FX), args.repeats)))
+                with BusyCore():
+                    loaded = latencies(lambda e=est: e.predict(rgb, fx=FX), args.load_repeats)
+                p95 = float(np.percentile(loaded, 95))
+                print(f"{variant:18s} {threads:7d} {idle * 1e3:15.2f} {np.median(loaded) * 1e3:14.2f} "
+                      f"{p95 * 1e3:11.2f} {p95 / idle:11.2f}")
 
-    e2e_median, e2e_p95, throughput = end_to_end(args.checkpoint, args.device, args.frames)
+    default = estimator(DEFAULT_WEIGHTS["onnxruntime"], NodeParams.threads)
+    alone = float(np.median(latencies(lambda: default.predict(rgb, fx=FX), args.repeats)))
+    e2e, diagnostics = end_to_end(args.frames)
+    print(f"\n3. end to end through DDS, depth_node defaults ({diagnostics.get('backend')} on "
+          f"{diagnostics.get('device')}, {NodeParams.threads} thread(s)), {len(e2e)} frames one at a time")
+    print(f"{'measurement':40s} {'ms':>8s}  {'ratio to predict alone':>22s}")
+    for name, value in [("predict alone (median)", alone), ("end to end (median)", float(np.median(e2e))),
+                        ("end to end (p95)", float(np.percentile(e2e, 95)))]:
+        print(f"{name:40s} {value * 1e3:8.2f}  {value / alone:22.3f}")
+    stages = {k.removeprefix("stage: ").removesuffix(" mean (ms)"): float(v) for k, v in diagnostics.items()
+              if k.startswith("stage: ")}
+    for name, ms in stages.items():
+        print(f"  in the node: {name:27s} {ms:8.2f}")
+    print(f"  outside the node (DDS in and out, subscriber): {np.median(e2e) * 1e3 - sum(stages.values()):.2f}")
 
-    print(f"depth_node benchmark, {WIDTH}x{HEIGHT} input, device={estimator.device}, "
-          f"torch threads={torch.get_num_threads()}, checkpoint={args.checkpoint.name} "
-          f"({info.arch} at {info.input_width}x{info.input_height})")
-    print(f"{'measurement':44s} {'ms':>9s}  {'baseline':44s} {'ms':>9s} {'ratio':>7s}")
-    rows = [
-        ("student inference (predict, incl. resizes)", student_s, "MobileNetV2 features at 640x480", baseline_s),
-        ("end-to-end image->depth/image (median)", e2e_median, "student inference alone", student_s),
-        ("end-to-end image->depth/image (p95)", e2e_p95, "student inference alone", student_s),
-        ("point cloud, vectorised", cloud_s, "point cloud, per-point Python loop", loop_s),
-    ]
-    for name, value, base_name, base in rows:
-        print(f"{name:44s} {value * 1e3:9.2f}  {base_name:44s} {base * 1e3:9.2f} {value / base:7.3f}")
-    print(f"sequential throughput through DDS: {throughput:.1f} frames/s")
+    depth = default.predict(rgb)
+    cloud = float(np.median(latencies(lambda: depth_to_cloud(depth, FX, FX, 319.5, 239.5), 20)))
+    loop = float(np.median(latencies(lambda: cloud_loop(depth, FX, FX, 319.5, 239.5), 1)))
+    np.testing.assert_allclose(depth_to_cloud(depth, FX, FX, 319.5, 239.5)[..., :3],
+                               cloud_loop(depth, FX, FX, 319.5, 239.5)[..., :3], rtol=1e-5, equal_nan=True)
+    print(f"\n4. point cloud {WIDTH}x{HEIGHT}: vectorised {cloud * 1e3:.2f} ms, per-point Python loop "
+          f"{loop * 1e3:.0f} ms, ratio {cloud / loop:.4f}")
 
 
 if __name__ == "__main__":
