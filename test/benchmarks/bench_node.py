@@ -21,9 +21,11 @@ import dataclasses
 import logging
 import os
 import random
+import struct
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -133,33 +135,77 @@ def cloud_loop(depth: np.ndarray, fx: float, fy: float, cx: float, cy: float) ->
 
 
 def end_to_end(frames: int) -> tuple[np.ndarray, dict[str, str]]:
-    """(latencies in s, the node's last /diagnostics values) of image-in -> depth-out through depth_node with
-    its default parameters."""
-    from ros_harness import NodeProcess, Peer, make_camera_info, make_image, stamp_of
+    """(latencies in s, the node's /diagnostics values) of Image published -> depth/image received, through a
+    depth_node process with its default parameters, one frame in flight at a time.
 
+    The camera publishes pre-serialised frames and the subscriber takes depth serialised, as C++ drivers and
+    C++ subscribers (RViz) do: the figure is the node's time plus DDS, without a Python peer's message
+    conversion on either side.
+    """
+    import rclpy
+    from diagnostic_msgs.msg import DiagnosticArray
+    from rclpy.executors import SingleThreadedExecutor
+    from rclpy.qos import QoSProfile, ReliabilityPolicy
+    from rclpy.serialization import serialize_message
+    from ros_harness import NodeProcess, make_camera_info, make_image, stamp_of
+    from sensor_msgs.msg import CameraInfo, Image
+
+    reliable = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE)
+    arrived: dict[tuple[int, int], float] = {}
+    statuses: list[dict[str, str]] = []
+    ready = threading.Condition()
+
+    def on_depth(raw: bytes) -> None:
+        now = time.perf_counter()
+        with ready:
+            arrived[struct.unpack_from("<iI", raw, 4)] = now  # CDR: 4-byte encapsulation, then header.stamp
+            ready.notify_all()
+
+    def on_diagnostics(msg: DiagnosticArray) -> None:
+        statuses.extend({kv.key: kv.value for kv in status.values} for status in msg.status
+                        if status.name.endswith("depth_node: depth"))
+
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    camera = rclpy.create_node("bench_camera", context=context)
+    pub_image = camera.create_publisher(Image, "image_raw", reliable)
+    pub_info = camera.create_publisher(CameraInfo, "camera_info", reliable)
+    camera.create_subscription(Image, "depth/image", on_depth, reliable, raw=True)
+    camera.create_subscription(DiagnosticArray, "/diagnostics", on_diagnostics, 10)
+    executor = SingleThreadedExecutor(context=context)
+    executor.add_node(camera)
+    threading.Thread(target=executor.spin, daemon=True).start()
+    rgb = real_frame()
     with tempfile.TemporaryDirectory() as tmp:
         node = NodeProcess({"device": "cpu", "diagnostics_period": 0.5}, Path(tmp) / "node.log")
-        peer = Peer(name="bench_peer", subscribe=("depth/image",))
         try:
-            peer.wait_connected(node)
-            peer.pub_info.publish(make_camera_info(WIDTH, HEIGHT, FX))
-            rgb = real_frame()
+            deadline = time.monotonic() + 60
+            while pub_image.get_subscription_count() == 0:  # the node subscribes once depth/image has a reader
+                if time.monotonic() > deadline or not node.alive():
+                    raise RuntimeError(f"depth_node did not subscribe:\n{node.log()}")
+                time.sleep(0.05)
+            pub_info.publish(make_camera_info(WIDTH, HEIGHT, FX))
+            time.sleep(0.5)
             samples = []
-            for _ in range(frames):  # one frame in flight at a time: pure latency, no queueing
-                sent = time.time()
-                if peer.send_and_wait(make_image(rgb, stamp_of(sent))) is None:
-                    raise RuntimeError(f"no answer from depth_node:\n{node.log()}")
-                samples.append(time.time() - sent)
+            for index in range(frames):
+                stamp = stamp_of(time.time())
+                key = (stamp.sec, stamp.nanosec)
+                raw = serialize_message(make_image(rgb, stamp))
+                with ready:
+                    sent = time.perf_counter()
+                    pub_image.publish(raw)
+                    if not ready.wait_for(lambda key=key: key in arrived, timeout=20):
+                        raise RuntimeError(f"no answer to frame {index}:\n{node.log()}")
+                    samples.append(arrived[key] - sent)
             time.sleep(1.0)  # one more diagnostics period covering the last frames
-            windows = [d for d in peer.diagnostics_history() if float(d.get("frames out", 0)) > 0]
-            # Stage means per window, averaged over the windows that saw frames (near-equal frame counts).
-            diagnostics = dict(windows[-1])
-            for key in [k for k in diagnostics if k.startswith("stage: ")]:
-                values = [float(d[key]) for d in windows if key in d and float(d[key]) > 0]
-                diagnostics[key] = str(np.mean(values)) if values else "0"
         finally:
-            peer.close()
             node.stop()
+            executor.shutdown()
+            rclpy.shutdown(context=context)
+    windows = [d for d in statuses if any(k.startswith("stage: ") for k in d)]
+    diagnostics = dict(windows[-1]) if windows else {}
+    for key in [k for k in diagnostics if k.startswith("stage: ")]:  # mean over the windows that saw frames
+        diagnostics[key] = str(np.mean([float(d[key]) for d in windows if key in d]))
     return np.asarray(samples[2:]), diagnostics
 
 
@@ -220,7 +266,8 @@ def main() -> None:
     alone = float(np.median(latencies(lambda: default.predict(rgb, fx=FX), args.repeats)))
     e2e, diagnostics = end_to_end(args.frames)
     print(f"\n3. end to end through DDS, depth_node defaults ({diagnostics.get('backend')} on "
-          f"{diagnostics.get('device')}, {NodeParams.threads} thread(s)), {len(e2e)} frames one at a time")
+          f"{diagnostics.get('device')}, {NodeParams.threads} thread(s)), {len(e2e)} frames one at a time; "
+          "serialised camera and subscriber (as C++ nodes)")
     print(f"{'measurement':40s} {'ms':>8s}  {'ratio to predict alone':>22s}")
     for name, value in [("predict alone (median)", alone), ("end to end (median)", float(np.median(e2e))),
                         ("end to end (p95)", float(np.percentile(e2e, 95)))]:
