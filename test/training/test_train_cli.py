@@ -122,7 +122,7 @@ def test_distill_and_export_in_process(tmp_path, bags, student, capsys):
     (lambda t, b, s: ["eval", "--model", str(t / "none.safetensors"), "--data", str(b["x"])],
      "depth-kd eval: error: {t}/none.safetensors: no such file"),
     (lambda t, b, s: ["export", "--model", str(s)],
-     "depth-kd export: error: nothing to do: give --onnx OUT and/or --fp16-safetensors OUT"),
+     "depth-kd export: error: nothing to do: give --onnx OUT, --int8 OUT and/or --fp16-safetensors OUT"),
     (lambda t, b, s: ["train-teacher", "--data", str(b["x"]), "--out", str(t), "--set", "optim.lr=fast"],
      "depth-kd train-teacher: error: --set optim.lr=fast: optim.lr must be float, got 'fast'"),
 ])

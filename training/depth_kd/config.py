@@ -30,6 +30,7 @@ RESUME = ("auto", "always", "never")
 DEFAULT_IMAGE_TOPIC = "/camera/image_raw"
 DEFAULT_DEPTH_TOPIC = "/camera/depth/image"
 DEFAULT_OPSET = 17  # lowest ONNX opset ``depth-kd export`` writes (here, not in export.py: the CLI parser needs it)
+INT8_COMPARE_FRAMES = 200  # ``depth-kd export --int8`` measures its accuracy on at most this many frames (ditto)
 
 
 class ConfigError(ValueError):

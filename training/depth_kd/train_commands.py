@@ -22,6 +22,7 @@ from typing import Any
 
 from depth_kd.config import (
     DEFAULT_OPSET,
+    INT8_COMPARE_FRAMES,
     MODES,
     TEACHER_KINDS,
     TEACHER_OUTPUTS,
@@ -133,10 +134,25 @@ def add_train_commands(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--max-frames", type=int, default=0, help="evaluate at most this many frames (0 = all)")
     p.set_defaults(handler=_guarded(_eval, "eval"))
 
-    p = subparsers.add_parser("export", help="export a checkpoint to ONNX and/or float16 safetensors",
-                              description="ONNX export checked against PyTorch with onnxruntime.")
+    p = subparsers.add_parser("export", help="export a checkpoint to ONNX (float32 or int8) and/or float16 "
+                              "safetensors", description="ONNX export checked against PyTorch with onnxruntime; "
+                              "int8: statically quantised on real frames, its accuracy cost measured and printed.")
     p.add_argument("--model", required=True, metavar="PATH", help="node-format checkpoint (.safetensors)")
     p.add_argument("--onnx", metavar="OUT", help="write an ONNX model here")
+    p.add_argument("--int8", metavar="OUT", help="write a statically quantised int8 ONNX model here (needs "
+                   "--calibration)")
+    p.add_argument("--calibration", nargs="+", metavar="BAG", help="bags or image folders whose frames calibrate "
+                   "the int8 activation ranges; #frames=A:B / #time=T0:T1 allowed")
+    p.add_argument("--calibration-frames", type=int, default=64, metavar="N",
+                   help="calibrate on at most N frames, spread evenly over the calibration data (default 64)")
+    p.add_argument("--eval-data", nargs="+", metavar="BAG", help="bags or image folders with depth to measure the "
+                   "int8 model's AbsRel against float32 on (default: the calibration frames that have depth; "
+                   f"at most {INT8_COMPARE_FRAMES} frames, spread evenly)")
+    p.add_argument("--image-topic", default=TrainConfig().data.image_topic,
+                   help="image topic of the --calibration/--eval-data bags (default %(default)s; if absent, the "
+                   "bag's only image topic)")
+    p.add_argument("--depth-topic", default=TrainConfig().data.depth_topic,
+                   help="ground-truth depth topic (default %(default)s; if absent, the bag's only depth topic)")
     p.add_argument("--fp16-safetensors", metavar="OUT", help="write a float16 copy of the checkpoint here")
     p.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset (>= {DEFAULT_OPSET})")
     p.add_argument("--dynamic-batch", action="store_true", help="make the ONNX batch axis dynamic")
@@ -225,17 +241,47 @@ def _eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_export_args(args: argparse.Namespace) -> None:
+    """ConfigError for flags that cannot work together, before anything loads."""
+    if not (args.onnx or args.int8 or args.fp16_safetensors):
+        raise ConfigError("nothing to do: give --onnx OUT, --int8 OUT and/or --fp16-safetensors OUT")
+    if args.opset < DEFAULT_OPSET:
+        raise ConfigError(f"--opset must be >= {DEFAULT_OPSET}, got {args.opset}")
+    if args.int8 and not args.calibration:
+        raise ConfigError("--int8 needs --calibration BAG [BAG ...]: real frames to calibrate the activation ranges")
+    if not args.int8 and (args.calibration or args.eval_data):
+        raise ConfigError("--calibration and --eval-data are for --int8 OUT")
+    if args.calibration_frames < 1:
+        raise ConfigError(f"--calibration-frames must be >= 1, got {args.calibration_frames}")
+
+
+def _export_int8(args: argparse.Namespace) -> None:
+    """The int8 model, then one line on what it costs against float32 (the float32 copy lives in a temp folder)."""
+    import tempfile
+
+    from depth_kd.export import accuracy_sources, export_int8, int8_accuracy
+
+    measure_on = accuracy_sources(args.calibration, args.eval_data, image_topic=args.image_topic,
+                                  depth_topic=args.depth_topic)
+    with tempfile.TemporaryDirectory(prefix="depth_kd_export_") as tmp:
+        fp32 = f"{tmp}/fp32.onnx"
+        result = export_int8(args.model, args.int8, args.calibration, args.calibration_frames,
+                             image_topic=args.image_topic, opset=args.opset, tolerance=args.tolerance, fp32_out=fp32)
+        print(f"{args.int8}  (int8, calibrated on {result.calibration_frames} frames)", flush=True)
+        accuracy = int8_accuracy(args.int8, fp32, measure_on)
+    print(accuracy.summary(), flush=True)
+
+
 def _export(args: argparse.Namespace) -> int:
     from depth_kd.export import export_fp16, export_onnx
 
-    if not args.onnx and not args.fp16_safetensors:
-        raise ConfigError("nothing to do: give --onnx OUT and/or --fp16-safetensors OUT")
-    if args.opset < DEFAULT_OPSET:
-        raise ConfigError(f"--opset must be >= {DEFAULT_OPSET}, got {args.opset}")
+    _check_export_args(args)
     if args.onnx:
         diff = export_onnx(args.model, args.onnx, opset=args.opset, dynamic_batch=args.dynamic_batch,
                            tolerance=args.tolerance)
         print(f"{args.onnx}  (max abs difference to PyTorch {diff:.3g} m)", flush=True)
+    if args.int8:
+        _export_int8(args)
     if args.fp16_safetensors:
         diff = export_fp16(args.model, args.fp16_safetensors)
         print(f"{args.fp16_safetensors}  (max abs difference to float32 {diff:.3g} m)", flush=True)
