@@ -8,7 +8,9 @@
 # DEVICE (auto), ARCH (mobilenetv2_mff; mobilenetv2_fast for the real-time student), STEPS (2000), PARALLEL
 # (runs at once, 1), ONLY (row names to run; default all), EVAL (1: score the runs at the end),
 # KD (.venv/bin/depth-kd), PY (.venv/bin/python).
-# On 2 CPU cores a student takes about 2.4 s a step; every run resumes where it stopped when started again.
+# On 2 CPU cores a student takes about 2.4 s a step (mobilenetv2_fast: 1.1 s); every run resumes where it stopped
+# when started again. With PARALLEL > 1 on a CPU, set OMP_NUM_THREADS=1: torch's spinning OpenMP workers on
+# shared cores slow every run several times over.
 set -euo pipefail
 RUNS=${1:-runs/kd_real}
 SHARED=${SHARED:-../shared}
@@ -52,6 +54,9 @@ rows=(
   "kd_xu_cached --mode kd_xu --data ${X[*]} --aux ${U[*]} --set distill.online_teacher=false"
   "kd_xu_bn_train --mode kd_xu --data ${X[*]} --aux ${U[*]} --set model.freeze_encoder_bn=false"
   "kd_xu_rendered --mode kd_xu --data ${X[*]} ${RENDERED[*]} --aux ${U[*]}"
+  # The default weights' recipe with fixed teacher targets, and with the encoder's BN statistics trained.
+  "kd_xu_rendered_cached --mode kd_xu --data ${X[*]} ${RENDERED[*]} --aux ${U[*]} --set distill.online_teacher=false"
+  "kd_xu_rendered_bn_train --mode kd_xu --data ${X[*]} ${RENDERED[*]} --aux ${U[*]} --set model.freeze_encoder_bn=false"
 )
 for row in "${rows[@]}"; do
   [ -z "${ONLY:-}" ] || [[ " $ONLY " == *" ${row%% *} "* ]] || continue

@@ -72,6 +72,19 @@ def test_eval_json_is_one_object_with_every_metric(bags, student):
     assert all(isinstance(metrics[name], float) for name in METRIC_NAMES)
 
 
+def test_eval_takes_an_onnx_model_and_scores_it_as_its_checkpoint(tmp_path, bags, student, capsys):
+    onnx_model = tmp_path / "student.onnx"
+    assert main(["export", "--model", str(student), "--onnx", str(onnx_model)]) == 0
+    scores = []
+    for model in (student, onnx_model):
+        capsys.readouterr()
+        assert main(["eval", "--model", str(model), "--data", str(bags["eval"]), "--json", "--device", "cpu"]) == 0
+        scores.append(json.loads(capsys.readouterr().out))
+    assert scores[0]["frames"] == scores[1]["frames"] == 4
+    for name in METRIC_NAMES:
+        assert scores[1][name] == pytest.approx(scores[0][name], rel=1e-3, abs=1e-4), name
+
+
 @pytest.mark.skipif(not (REAL / "bags" / "redkitchen_7scenes").is_dir(), reason=f"no real sample bags at {REAL}")
 def test_eval_on_a_realsense_style_bag_picks_its_topics(capsys):
     """compressedDepth depth, jpeg colour and CameraInfo under RealSense names: no topic flags needed."""
