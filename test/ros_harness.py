@@ -46,8 +46,10 @@ def depth_node_executable() -> str:
 class NodeProcess:
     """`depth_node --ros-args -p k:=v ...` in a subprocess; its log goes to a file the test can read."""
 
-    def __init__(self, params: dict[str, object], log_path: Path, namespace: str = "") -> None:
-        args = [depth_node_executable(), "--ros-args"] + (["-r", f"__ns:={namespace}"] if namespace else [])
+    def __init__(self, params: dict[str, object], log_path: Path, namespace: str = "",
+                 wrapper: tuple[str, ...] = ()) -> None:
+        """``wrapper``: a command the node runs under (e.g. a profiler's ``py-spy record ... --``)."""
+        args = [*wrapper, depth_node_executable(), "--ros-args"] + (["-r", f"__ns:={namespace}"] if namespace else [])
         for key, value in params.items():
             text = str(value).lower() if isinstance(value, bool) else str(value)
             args += ["-p", f"{key}:={text}"]

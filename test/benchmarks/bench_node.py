@@ -134,7 +134,7 @@ def cloud_loop(depth: np.ndarray, fx: float, fy: float, cx: float, cy: float) ->
     return out
 
 
-def end_to_end(frames: int) -> tuple[np.ndarray, dict[str, str]]:
+def end_to_end(frames: int, wrapper: tuple[str, ...] = ()) -> tuple[np.ndarray, dict[str, str]]:
     """(latencies in s, the node's /diagnostics values) of Image published -> depth/image received, through a
     depth_node process with its default parameters, one frame in flight at a time.
 
@@ -177,7 +177,7 @@ def end_to_end(frames: int) -> tuple[np.ndarray, dict[str, str]]:
     threading.Thread(target=executor.spin, daemon=True).start()
     rgb = real_frame()
     with tempfile.TemporaryDirectory() as tmp:
-        node = NodeProcess({"device": "cpu", "diagnostics_period": 0.5}, Path(tmp) / "node.log")
+        node = NodeProcess({"device": "cpu", "diagnostics_period": 0.5}, Path(tmp) / "node.log", wrapper=wrapper)
         try:
             deadline = time.monotonic() + 60
             while pub_image.get_subscription_count() == 0:  # the node subscribes once depth/image has a reader
