@@ -265,8 +265,9 @@ DEFAULT_WEIGHTS = REPO_ROOT / "depth_kd_ros" / "weights"
 
 @pytest.mark.skipif(not (SHARED_DATA / "nyu_v2" / "rgb").is_dir(), reason="needs ../shared/data/real")
 def test_default_onnx_matches_torch_on_real_frames():
-    """The shipped ONNX model and the shipped checkpoint agree on real frames (float16 weights vs their
-    float32 export: within 1 mm + 0.1%)."""
+    """The shipped ONNX model (int8, calibrated on real frames) and the shipped checkpoint (float16 weights)
+    are the same network: same ModelInfo, depth within 5% of each other on average on real frames, no pixel
+    off by more than half (int8 vs fp32 on the redkitchen test frames: 2.6% mean, docs/kd_real.md)."""
     import cv2
 
     frames = sorted((SHARED_DATA / "nyu_v2" / "rgb").iterdir())[:3]
@@ -276,5 +277,6 @@ def test_default_onnx_matches_torch_on_real_frames():
     assert onnx_est.info == torch_est.info
     for frame in frames:
         rgb = cv2.cvtColor(cv2.imread(str(frame)), cv2.COLOR_BGR2RGB)
-        np.testing.assert_allclose(onnx_est.predict(rgb, fx=518.0), torch_est.predict(rgb, fx=518.0),
-                                   rtol=1e-3, atol=1e-3)
+        a, b = onnx_est.predict(rgb, fx=518.0), torch_est.predict(rgb, fx=518.0)
+        relative = np.abs(a - b) / b
+        assert relative.mean() < 0.05 and relative.max() < 0.5, (frame.name, relative.mean(), relative.max())

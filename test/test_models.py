@@ -106,10 +106,22 @@ def gmacs(model: torch.nn.Module, height: int, width: int) -> float:
     return counter.get_total_flops() / 2e9
 
 
-def test_fast_student_costs_a_seventh_of_the_paper_student(student):
-    fast = build_model("mobilenetv2_fast")
+@pytest.mark.parametrize("arch", ["mobilenetv2_fast", "mobilenetv2_mff_lite"])
+def test_real_time_students_cost_a_seventh_of_the_paper_student(student, arch):
+    fast = build_model(arch)
     assert gmacs(fast, 224, 288) <= 0.6  # issue 8's budget; the MFF student needs ~3.7
     assert gmacs(student, 224, 288) > 6 * gmacs(fast, 224, 288)
+
+
+def test_lite_student_fuses_at_a_quarter_with_separable_convolutions():
+    lite = build_model("mobilenetv2_mff_lite")
+    depthwise = [m for m in lite.decoder.modules() if isinstance(m, torch.nn.Conv2d) and m.groups > 1]
+    assert len(depthwise) == 4 + 1 + 1  # the four branches, the fusion and the first refinement conv
+    assert lite.decoder.fuse_stride == 4
+    depth = lite.eval()(torch.randn(1, 3, 64, 96))
+    assert depth.shape == (1, 1, 64, 96) and (depth >= 0).all()
+    with pytest.raises(ValueError, match="fuse_stride"):
+        build_model("mobilenetv2_mff", {"fuse_stride": 3})
 
 
 @pytest.mark.parametrize(("height", "width"), [(64, 96), (192, 256)])

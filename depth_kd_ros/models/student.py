@@ -1,6 +1,8 @@
 """Students: MobileNetV2 ``features[:17]`` + a decoder.
 
 ``mobilenetv2_mff``: the paper's MFF decoder (Hu et al., arXiv 2105.06143), ~1.7M parameters, 2.8 GMACs at 192x256.
+``mobilenetv2_mff_lite``: the MFF decoder with depthwise-separable convolutions, fused at 1/4 resolution
+(0.30 GMACs at 192x256).
 ``mobilenetv2_fast``: a depthwise-separable U-Net decoder (models/separable.py), a fraction of the cost.
 """
 from __future__ import annotations
@@ -43,6 +45,14 @@ class MobileNetV2Encoder(nn.Module):
 def mobilenetv2_mff(width_mult: float = 1.0, **decoder_config: int) -> MFFDepthNet:
     """The paper's student. ``decoder_config``: see :class:`~depth_kd_ros.models.mff.MFFDecoder`."""
     return MFFDepthNet(MobileNetV2Encoder(width_mult), **decoder_config)
+
+
+@register_architecture("mobilenetv2_mff_lite")
+def mobilenetv2_mff_lite(width_mult: float = 1.0, separable: bool = True, fuse_stride: int = 4,
+                         **decoder_config) -> MFFDepthNet:
+    """The paper's student made real-time: MFF with depthwise-separable convolutions, fused at 1/4."""
+    return MFFDepthNet(MobileNetV2Encoder(width_mult), separable=separable, fuse_stride=fuse_stride,
+                       **decoder_config)
 
 
 @register_architecture("mobilenetv2_fast")

@@ -28,6 +28,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from depth_kd.data import ImageFolder
 from depth_kd.data.sources import open_source
 from depth_kd.metrics import DepthMetricAccumulator
+from depth_kd_ros.checkpoint import load_checkpoint
 from depth_kd_ros.inference import DepthEstimator
 
 MIN_DEPTH, MAX_DEPTH = 0.1, 10.0
@@ -88,9 +89,10 @@ def score(predict: Predict, frames: Iterator[dict]) -> dict[str, float]:
 def student(path: Path) -> tuple[Predict, dict]:
     estimator = DepthEstimator(path, device="cpu")
     info = estimator.info
+    model = load_checkpoint(path)[0]  # counted in torch whatever the backend scoring it
     with FlopCounterMode(display=False) as counter, torch.inference_mode():
-        estimator.model(torch.zeros(1, 3, info.input_height, info.input_width))
-    facts = {"params": sum(p.numel() for p in estimator.model.parameters()), "gmacs": counter.get_total_flops() / 2e9,
+        model(torch.zeros(1, 3, info.input_height, info.input_width))
+    facts = {"params": sum(p.numel() for p in model.parameters()), "gmacs": counter.get_total_flops() / 2e9,
              "size": f"{info.input_height}x{info.input_width}"}
     return (lambda rgb, fx: estimator.predict(rgb, fx=fx)), facts
 
