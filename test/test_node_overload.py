@@ -54,9 +54,12 @@ def test_overload_keeps_latency_bounded_and_memory_flat(tmp_path, slow_checkpoin
         assert latencies.max() < bound, (latencies.max(), per_frame)
         quarter = max(1, len(latencies) // 4)
         assert latencies[-quarter:].mean() < latencies[:quarter].mean() + per_frame
-        # Memory: after the first second, resident size stays flat (no queue building up).
+        # Memory: after the first second, resident size stays flat (no queue building up). RSS swings by tens
+        # of MB as the allocator returns and re-maps the network's activation buffers, so compare the medians of
+        # the first and last thirds: a queue of 900 KiB frames grows steadily and moves the median.
         settled = rss[len(rss) // 5:]
-        growth_mb = (max(settled) - settled[0]) / 2**20
+        third = max(1, len(settled) // 3)
+        growth_mb = (np.median(settled[-third:]) - np.median(settled[:third])) / 2**20
         assert growth_mb < 40, f"RSS grew {growth_mb:.1f} MB under overload"
         assert peer.wait_for(lambda: int(peer.latest_diagnostics().get("dropped frames", "0")) > 0, 5)
     finally:
