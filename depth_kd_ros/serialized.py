@@ -1,9 +1,9 @@
 """The node's large outputs, serialised to CDR with rosbags and published as bytes.
 
-Building a 640x480 32FC1 sensor_msgs/Image in rclpy and letting rclpy convert it costs ~10 ms a frame (the
-1.2 MiB payload goes through Python-level conversion twice); rosbags' CDR serializer writes the same bytes
-from a numpy buffer in ~0.3 ms. ``Publisher.publish(bytes)`` sends them as they are. Subscribers see an
-ordinary message: test/test_serialized.py checks the bytes against rclpy's own serialisation.
+rclpy converts a PointCloud2's 4.7 MiB payload element by element (~22 ms at 640x480); rosbags' CDR
+serializer writes the same message from a numpy buffer in ~0.8 ms (docs/experiments/profile_outputs.py;
+for Images the saving is small, 0.4 -> 0.2 ms). ``Publisher.publish(bytes)`` sends them as they are.
+Subscribers see an ordinary message: test/test_serialized.py checks it against rclpy's own serialisation.
 """
 from __future__ import annotations
 
