@@ -12,7 +12,12 @@ import math
 import numpy as np
 from sensor_msgs.msg import CameraInfo
 
-__all__ = ["IntrinsicsError", "intrinsics_from_camera_info", "scale_camera_info"]
+__all__ = ["IntrinsicsError", "camera_info_for_image", "intrinsics_from_camera_info", "scale_camera_info"]
+
+# A CameraInfo may describe the same camera at another resolution (binning, image_proc resize): same aspect
+# ratio within rounding. A field of view outside these bounds is no pinhole camera a depth network can serve.
+ASPECT_TOLERANCE = 0.01
+FOV_DEGREES = (1.0, 170.0)
 
 
 class IntrinsicsError(ValueError):
@@ -72,3 +77,29 @@ def scale_camera_info(info: CameraInfo, width: int, height: int) -> CameraInfo:
     out.roi.x_offset, out.roi.width = _scale_span(info.roi.x_offset, info.roi.width, sx)
     out.roi.y_offset, out.roi.height = _scale_span(info.roi.y_offset, info.roi.height, sy)
     return out
+
+
+def camera_info_for_image(info: CameraInfo, width: int, height: int) -> tuple[CameraInfo, tuple[float, ...]]:
+    """``info`` scaled to a width x height image, and its (fx, fy, cx, cy) there; IntrinsicsError if unusable.
+
+    Unusable: an aspect ratio other than the image's (a CameraInfo for another camera or crop, which scaling
+    would turn into nonsense), or intrinsics no real camera has at that size (focal lengths outside a 1 to
+    170 degree field of view, principal point far outside the image).
+    """
+    if info.width and info.height:
+        declared, actual = info.width / info.height, width / height
+        if abs(declared / actual - 1.0) > ASPECT_TOLERANCE:
+            raise IntrinsicsError(f"CameraInfo is {info.width}x{info.height} but the image is {width}x{height}: "
+                                  f"aspect ratios {declared:.4g} and {actual:.4g} differ (frame "
+                                  f"'{info.header.frame_id}')")
+    scaled = scale_camera_info(info, width, height)
+    fx, fy, cx, cy = intrinsics_from_camera_info(scaled)
+    for name, focal, size in (("fx", fx, width), ("fy", fy, height)):
+        fov = math.degrees(2.0 * math.atan(size / (2.0 * focal)))
+        if not FOV_DEGREES[0] <= fov <= FOV_DEGREES[1]:
+            raise IntrinsicsError(f"CameraInfo {name} = {focal:.6g} px gives a {fov:.3g} degree field of view at "
+                                  f"{width}x{height}; expected {FOV_DEGREES[0]:g} to {FOV_DEGREES[1]:g}")
+    for name, centre, size in (("cx", cx, width), ("cy", cy, height)):
+        if not -0.5 * size <= centre <= 1.5 * size:
+            raise IntrinsicsError(f"CameraInfo {name} = {centre:.6g} px lies far outside the {width}x{height} image")
+    return scaled, (fx, fy, cx, cy)

@@ -27,6 +27,7 @@ __all__ = [
     "ImageDecodeError",
     "MAX_DECODED_PIXELS",
     "colorize_depth",
+    "compressed_image_size",
     "compressed_depth_to_metres",
     "compressed_to_rgb",
     "depth_image_to_metres",
@@ -56,6 +57,9 @@ _TO_RGB = {"bgr": cv2.COLOR_BGR2RGB, "rgba": cv2.COLOR_RGBA2RGB, "bgra": cv2.COL
 # depth encoding -> numpy kind of one element ("f4": metres, "u2": millimetres)
 _DEPTH_KINDS: dict[str, str] = {"32FC1": "f4", "16UC1": "u2", "mono16": "u2"}
 DEPTH_ENCODINGS: tuple[str, ...] = tuple(_DEPTH_KINDS)
+# Default limit on the pixels an image may declare; larger ones are refused before anything is decoded or
+# allocated (a 60 KB PNG "bomb" declaring 8000 x 8000 inflates to gigabytes). The node passes its own.
+MAX_DECODED_PIXELS = 1 << 26
 
 
 def _as_bytes(data: Any) -> np.ndarray:
@@ -105,17 +109,20 @@ def _pixel_view(
 
 
 def image_to_rgb(
-    encoding: str, height: int, width: int, step: int, data: Any, is_bigendian: bool = False
+    encoding: str, height: int, width: int, step: int, data: Any, is_bigendian: bool = False,
+    max_pixels: int = MAX_DECODED_PIXELS,
 ) -> np.ndarray:
     """Decode a sensor_msgs/Image payload to a uint8 (height, width, 3) RGB array.
 
     Alpha is dropped, mono is replicated to three channels, and mono16/16UC1 keeps its high byte
-    (value >> 8) so the full 16-bit range maps onto 0..255.
+    (value >> 8) so the full 16-bit range maps onto 0..255. Images over ``max_pixels`` are refused before
+    anything is allocated for them.
     """
     if encoding not in _COLOUR_LAYOUTS:
         raise ImageDecodeError(
-            f"unsupported image encoding {encoding!r}; supported: {', '.join(SUPPORTED_ENCODINGS)}"
+            f"unsupported image encoding {_quote(encoding)}; supported: {', '.join(SUPPORTED_ENCODINGS)}"
         )
+    _check_pixel_count(f"{encoding} image", width, height, max_pixels)
     channels, itemsize, order = _COLOUR_LAYOUTS[encoding]
     dtype = np.dtype(np.uint8) if itemsize == 1 else np.dtype(">u2" if is_bigendian else "<u2")
     pixels = _pixel_view(encoding, height, width, step, data, channels, dtype)
@@ -128,30 +135,86 @@ def image_to_rgb(
     return np.repeat(mono, 3, axis=2)
 
 
-def compressed_to_rgb(fmt: str, data: Any) -> np.ndarray:
+def compressed_to_rgb(fmt: str, data: Any, max_pixels: int = MAX_DECODED_PIXELS) -> np.ndarray:
     """Decode a sensor_msgs/CompressedImage (jpeg or png) to a uint8 (height, width, 3) RGB array.
 
-    ``fmt`` is informational ("jpeg", "png", "rgb8; jpeg compressed bgr8"): OpenCV recognises the
-    codec from the data itself. Grey, 16-bit and alpha images all come back as 8-bit RGB.
+    ``fmt`` is informational ("jpeg", "png", "rgb8; jpeg compressed bgr8"): the codec is recognised from
+    the data itself. Grey, 16-bit and alpha images all come back as 8-bit RGB. The size the header declares
+    is checked against ``max_pixels`` before decoding: a 60 KB PNG can declare 8000 x 8000 pixels and inflate
+    to gigabytes. Other codecs OpenCV could read (TIFF, WebP, ...) are refused for the same reason.
     """
     if "compresseddepth" in fmt.lower():
         raise ImageDecodeError(
-            f"CompressedImage format {fmt!r} is a compressedDepth stream (depth, not colour); "
+            f"CompressedImage format {_quote(fmt)} is a compressedDepth stream (depth, not colour); "
             "subscribe to the colour image instead"
         )
     buf = _as_bytes(data)
     if buf.size == 0:
-        raise ImageDecodeError(f"CompressedImage data is empty (format {fmt!r})")
+        raise ImageDecodeError(f"CompressedImage data is empty (format {_quote(fmt)})")
+    width, height = compressed_image_size(buf, fmt)
+    _check_pixel_count(f"CompressedImage ({_quote(fmt)})", width, height, max_pixels)
     try:
         bgr = cv2.imdecode(buf, cv2.IMREAD_COLOR)
     except cv2.error as err:
-        raise ImageDecodeError(f"OpenCV failed on {buf.size} bytes of {fmt!r} data: {err}") from err
+        raise ImageDecodeError(f"OpenCV failed on {buf.size} bytes of {_quote(fmt)} data: {err}") from err
     if bgr is None:
         raise ImageDecodeError(
-            f"could not decode {buf.size} bytes of CompressedImage data (format {fmt!r}, "
-            f"first bytes {bytes(buf[:8]).hex()}); expected jpeg or png"
+            f"could not decode {buf.size} bytes of CompressedImage data (format {_quote(fmt)}, "
+            f"first bytes {bytes(buf[:8]).hex()}); the {width}x{height} image is corrupt or truncated"
         )
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def _quote(text: str, limit: int = 64) -> str:
+    """repr() of a sender-chosen string, cut to ``limit`` characters so that a log line stays a line."""
+    return repr(text) if len(text) <= limit else repr(text[:limit]) + f"... ({len(text)} characters)"
+
+
+def _check_pixel_count(what: str, width: int, height: int, max_pixels: int) -> None:
+    if width * height > max_pixels:
+        raise ImageDecodeError(f"{what} declares {width}x{height} = {width * height} pixels, over the limit of "
+                               f"{max_pixels}; refusing to decode it")
+
+
+# JPEG start-of-frame markers (baseline, progressive, lossless, arithmetic): each carries the image size.
+_JPEG_SOF = frozenset({0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF})
+
+
+def compressed_image_size(data: Any, fmt: str = "") -> tuple[int, int]:
+    """(width, height) that a PNG or JPEG payload declares in its header, read without decoding it.
+
+    Raises :class:`ImageDecodeError` for anything else, or when no size can be found: the header is what
+    the caller checks before letting a decoder allocate memory.
+    """
+    buf = bytes(_as_bytes(data)[:65536])  # JPEG's frame header follows the tables; 64 KiB is plenty
+    if buf.startswith(_PNG_SIGNATURE) and len(buf) >= 8 + _PNG_IHDR.size:
+        _, chunk, width, height, _, _ = _PNG_IHDR.unpack_from(buf, 8)
+        if chunk == b"IHDR" and width and height:
+            return width, height
+    elif buf.startswith(b"\xff\xd8"):
+        pos = 2
+        while pos + 4 <= len(buf):
+            if buf[pos] != 0xFF:
+                break
+            marker = buf[pos + 1]
+            if marker == 0xFF:  # fill byte
+                pos += 1
+                continue
+            if marker == 0x01 or 0xD0 <= marker <= 0xD7:  # stand-alone markers carry no length
+                pos += 2
+                continue
+            if marker == 0xDA:  # start of scan: the frame header should have come before
+                break
+            if marker in _JPEG_SOF and pos + 9 <= len(buf):
+                height, width = struct.unpack_from(">HH", buf, pos + 5)
+                if width and height:
+                    return width, height
+                break
+            pos += 2 + struct.unpack_from(">H", buf, pos + 2)[0]
+    raise ImageDecodeError(
+        f"{len(buf)} bytes of {_quote(fmt)} data (first bytes {buf[:8].hex()}) are not a PNG or JPEG with a "
+        "readable size in its header"
+    )
 
 
 def depth_image_to_metres(
@@ -163,7 +226,7 @@ def depth_image_to_metres(
     """
     if encoding not in _DEPTH_KINDS:
         raise ImageDecodeError(
-            f"unsupported depth encoding {encoding!r}; supported: {', '.join(DEPTH_ENCODINGS)}"
+            f"unsupported depth encoding {_quote(encoding)}; supported: {', '.join(DEPTH_ENCODINGS)}"
         )
     kind = _DEPTH_KINDS[encoding]
     dtype = np.dtype((">" if is_bigendian else "<") + kind)
@@ -185,7 +248,6 @@ _CONFIG_HEADER = struct.Struct("<iff")
 _INV_DEPTH = 0  # the only ConfigHeader.format the codec writes (enum compressionFormat {UNDEFINED = -1, INV_DEPTH})
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _PNG_IHDR = struct.Struct(">I4sIIBB")  # chunk length, b"IHDR", width, height, bit depth, colour type
-MAX_DECODED_PIXELS = 1 << 26  # larger declared sizes are refused before decoding (PNG "bombs" inflate to GBs)
 
 
 def _compressed_depth_kind(fmt: str) -> tuple[str, str]:
@@ -198,30 +260,30 @@ def _compressed_depth_kind(fmt: str) -> tuple[str, str]:
     elif rest == "compressedDepth rvl":
         compression = "rvl"
     else:
-        raise ImageDecodeError(f"CompressedImage format {fmt!r} is not a compressedDepth format "
+        raise ImageDecodeError(f"CompressedImage format {_quote(fmt)} is not a compressedDepth format "
                                "(expected e.g. '16UC1; compressedDepth png')")
     if not known:
-        raise ImageDecodeError(f"compressedDepth format {fmt!r}: unsupported depth encoding {encoding!r}; "
+        raise ImageDecodeError(f"compressedDepth format {_quote(fmt)}: unsupported depth encoding {_quote(encoding)}; "
                                "supported: 16UC1, mono16 (millimetres), 32FC1 (quantised inverse depth)")
     if compression == "rvl":
-        raise ImageDecodeError(f"compressedDepth format {fmt!r}: RVL compression is not supported, only png")
+        raise ImageDecodeError(f"compressedDepth format {_quote(fmt)}: RVL compression is not supported, only png")
     return encoding, compression
 
 
 def _check_png_header(png: np.ndarray, fmt: str) -> None:
     """Refuse a payload that is no PNG, or whose IHDR declares anything but a 16-bit grey image of sane size."""
     if bytes(png[:8]) != _PNG_SIGNATURE or png.size < 8 + _PNG_IHDR.size:
-        raise ImageDecodeError(f"compressedDepth ({fmt!r}): the {png.size} bytes after the 12-byte header are not "
-                               f"a PNG (first bytes {bytes(png[:8]).hex()})")
+        raise ImageDecodeError(f"compressedDepth ({_quote(fmt)}): the {png.size} bytes after the 12-byte header "
+                               f"are not a PNG (first bytes {bytes(png[:8]).hex()})")
     _, chunk, width, height, bit_depth, colour_type = _PNG_IHDR.unpack_from(bytes(png[8 : 8 + _PNG_IHDR.size]))
     if chunk != b"IHDR" or width == 0 or height == 0:
-        raise ImageDecodeError(f"compressedDepth ({fmt!r}): PNG without a valid IHDR (size {width}x{height})")
+        raise ImageDecodeError(f"compressedDepth ({_quote(fmt)}): PNG without a valid IHDR (size {width}x{height})")
     if width * height > MAX_DECODED_PIXELS:
-        raise ImageDecodeError(f"compressedDepth ({fmt!r}): PNG declares {width}x{height} pixels, over the limit "
+        raise ImageDecodeError(f"compressedDepth ({_quote(fmt)}): PNG declares {width}x{height} pixels, over the limit "
                                f"of {MAX_DECODED_PIXELS}; refusing to decode it")
     if bit_depth != 16 or colour_type != 0:
-        raise ImageDecodeError(f"compressedDepth ({fmt!r}): PNG is {bit_depth}-bit with colour type {colour_type}; "
-                               "depth must be a 16-bit single-channel (grey, colour type 0) PNG")
+        raise ImageDecodeError(f"compressedDepth ({_quote(fmt)}): PNG is {bit_depth}-bit with colour type "
+                               f"{colour_type}; depth must be a 16-bit single-channel (grey, colour type 0) PNG")
 
 
 def compressed_depth_to_metres(fmt: str, data: Any) -> np.ndarray:
@@ -235,21 +297,21 @@ def compressed_depth_to_metres(fmt: str, data: Any) -> np.ndarray:
     encoding, _ = _compressed_depth_kind(fmt)
     buf = _as_bytes(data)
     if buf.size <= _CONFIG_HEADER.size:
-        raise ImageDecodeError(f"compressedDepth ({fmt!r}) data truncated: {buf.size} bytes, the header alone is "
+        raise ImageDecodeError(f"compressedDepth ({_quote(fmt)}) data truncated: {buf.size} bytes, the header alone is "
                                f"{_CONFIG_HEADER.size}")
     header_format, quant_a, quant_b = _CONFIG_HEADER.unpack_from(bytes(buf[: _CONFIG_HEADER.size]))
     if header_format != _INV_DEPTH:
-        raise ImageDecodeError(f"compressedDepth ({fmt!r}): unknown compression format {header_format} in the "
+        raise ImageDecodeError(f"compressedDepth ({_quote(fmt)}): unknown compression format {header_format} in the "
                                f"header (expected {_INV_DEPTH})")
     png = buf[_CONFIG_HEADER.size :]
     _check_png_header(png, fmt)
     try:
         raw = cv2.imdecode(png, cv2.IMREAD_UNCHANGED)
     except cv2.error as err:
-        raise ImageDecodeError(f"compressedDepth ({fmt!r}): OpenCV failed on the PNG: {err}") from err
+        raise ImageDecodeError(f"compressedDepth ({_quote(fmt)}): OpenCV failed on the PNG: {err}") from err
     if raw is None or raw.ndim != 2 or raw.dtype != np.uint16:
         got = "nothing (corrupt data)" if raw is None else f"{raw.dtype} {raw.shape}"
-        raise ImageDecodeError(f"compressedDepth ({fmt!r}): the PNG decoded to {got}, not 16-bit single-channel")
+        raise ImageDecodeError(f"compressedDepth ({_quote(fmt)}): the PNG decoded to {got}, not 16-bit single-channel")
     if encoding == "32FC1":
         with np.errstate(divide="ignore", invalid="ignore"):
             depth = (np.float32(quant_a) / (raw.astype(np.float32) - np.float32(quant_b))).astype(np.float32)

@@ -1,13 +1,18 @@
 """depth_node: camera images in, metric depth image, camera info, point cloud and diagnostics out.
 
-A thin ROS shell over plain functions (image_codec, inference, pointcloud, camera_info). Subscription
-callbacks only park the newest message in a one-slot mailbox; a worker thread does all the work, so a slow
-model drops frames (counted) instead of building a queue or growing latency.
+A thin ROS shell over plain functions (image_codec, inference, pointcloud, camera_info). Images arrive as
+CDR bytes; the callback only parks the newest one in a one-slot mailbox and a worker thread does all the
+work (parse, decode, infer, publish), so a slow model drops frames (counted) instead of building a queue or
+growing latency. The image subscription exists only while someone listens to an output, as in
+depth_image_proc, and follows the outputs' matched events: a new viewer's first frame waits ~20 ms for the
+node (subscribe, first image), the rest is DDS discovering the viewer (bench_first_frame.py).
 """
 
 from __future__ import annotations
 
-import re
+import ctypes
+import ctypes.util
+import os
 import sys
 import threading
 import time
@@ -15,26 +20,30 @@ from pathlib import Path
 
 import numpy as np
 import rclpy
+from builtin_interfaces.msg import Time
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from rclpy.event_handler import PublisherEventCallbacks
 from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 from std_msgs.msg import Header
 
-from depth_kd_ros.camera_info import IntrinsicsError, intrinsics_from_camera_info, scale_camera_info
+from depth_kd_ros.camera_info import IntrinsicsError, camera_info_for_image
 from depth_kd_ros.image_codec import ImageDecodeError, colorize_depth, compressed_to_rgb, image_to_rgb
 from depth_kd_ros.inference import DepthEstimator
-from depth_kd_ros.params import NodeParams, declare_parameters
+from depth_kd_ros.params import NodeParams, declare_parameters, depth_limits
 from depth_kd_ros.pointcloud import cloud_fields, depth_to_cloud
-from depth_kd_ros.serialized import cloud_cdr, depth_image_cdr, image_cdr
+from depth_kd_ros.serialized import MessageParseError, cloud_cdr, depth_image_cdr, image_cdr, parse_cdr
 from depth_kd_ros.stats import FrameStats
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 DEFAULT_WEIGHTS = {"onnxruntime": WEIGHTS_DIR / "student_default.onnx",
                    "torch": WEIGHTS_DIR / "student_default.safetensors"}
-BAD_INPUT_LOG_PERIOD_S = 5.0
-SUBSCRIBER_CHECK_PERIOD_S = 0.5
+DDS_PROFILE = "fastdds.xml"  # in config/: a shared-memory segment large enough for whole camera frames
+BAD_INPUT_LOG_PERIOD_S = 5.0  # per kind of problem; the rest are counted, and the next log line says how many
+LOG_QUOTE_CHARS = 300  # a log line quotes at most this much of a problem's description
+SUBSCRIBER_CHECK_PERIOD_S = 1.0  # a fallback for middlewares without matched events
 
 
 class DepthNode(Node):
@@ -42,30 +51,36 @@ class DepthNode(Node):
 
     def __init__(self, **kwargs) -> None:
         super().__init__("depth_node", **kwargs)
-        self.params: NodeParams = declare_parameters(self)
+        checks = []  # parameter checks that need the model; run on every change (see params.py)
+        self.params: NodeParams = declare_parameters(self, checks)
         model_path = self.params.model_path or default_model(self.params.backend)
         self.estimator = DepthEstimator(model_path, device=self.params.device, fp16=self.params.fp16,
                                         backend=self.params.backend, threads=self.params.threads)
+        model_range = (self.estimator.info.min_depth, self.estimator.info.max_depth)
+        checks.append(lambda values: depth_limits(values, model_range))
+        depth_limits(self.params, model_range)  # start-up values: raises, and main() says why in one line
         self.estimator.warmup()
         self.get_logger().info(
             f"model {model_path} ({self.estimator.info.arch}, {self.estimator.info.input_width}x"
             f"{self.estimator.info.input_height}) with {self.estimator.backend.name} on {self.estimator.device}"
         )
         self.stats = FrameStats()
-        self._last_bad_log: dict[str, float] = {}
+        self._last_bad_log: dict[str, tuple[float, int]] = {}  # kind -> (last logged, suppressed since)
         self._camera_info: CameraInfo | None = None
-        self._mailbox: tuple[Image | CompressedImage, float] | None = None  # (newest frame, its arrival)
+        self._mailbox: tuple[bytes, float] | None = None  # (newest frame as CDR, its arrival)
+        self._last_pixels = 0
         self._mailbox_ready = threading.Condition()
         self._stopping = False
 
-        # Reliable publishers reach both reliable (RViz's default) and best-effort subscribers.
+        # Reliable publishers reach both reliable (RViz's default) and best-effort subscribers. A subscriber
+        # coming or going (matched event) updates the image subscription at once.
         out_qos = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE)
-        self.pub_depth = self.create_publisher(Image, "depth/image", out_qos)
-        self.pub_info = self.create_publisher(CameraInfo, "depth/camera_info", out_qos)
-        self.pub_points = self.create_publisher(PointCloud2, "depth/points", out_qos)
-        self.pub_colored = (
-            self.create_publisher(Image, "depth/colored", out_qos) if self.params.publish_colored else None
-        )
+        events = PublisherEventCallbacks(matched=lambda _status: self._update_image_subscription())
+        self.pub_depth = self.create_publisher(Image, "depth/image", out_qos, event_callbacks=events)
+        self.pub_info = self.create_publisher(CameraInfo, "depth/camera_info", out_qos, event_callbacks=events)
+        self.pub_points = self.create_publisher(PointCloud2, "depth/points", out_qos, event_callbacks=events)
+        self.pub_colored = (self.create_publisher(Image, "depth/colored", out_qos, event_callbacks=events)
+                            if self.params.publish_colored else None)
         self.pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
 
         # Depth 1: the middleware keeps no backlog either.
@@ -84,20 +99,19 @@ class DepthNode(Node):
         self._worker.start()
 
     def _update_image_subscription(self) -> None:
-        """Subscribe to images only while someone listens to an output, as depth_image_proc does."""
+        """Subscribe to images only while someone listens to an output, as depth_image_proc does; as bytes
+        (raw=True), parsed on the worker."""
         wanted = self._outputs_wanted()
         if wanted and self._image_sub is None:
-            if self.params.image_transport == "compressed":
-                self._image_sub = self.create_subscription(
-                    CompressedImage, "image_raw/compressed", self._on_image, self._in_qos)
-            else:
-                self._image_sub = self.create_subscription(Image, "image_raw", self._on_image, self._in_qos)
+            msg_type = CompressedImage if self.params.image_transport == "compressed" else Image
+            topic = "image_raw/compressed" if msg_type is CompressedImage else "image_raw"
+            self._image_sub = self.create_subscription(msg_type, topic, self._on_image, self._in_qos, raw=True)
         elif not wanted and self._image_sub is not None:
             self.destroy_subscription(self._image_sub)
             self._image_sub = None
 
     # --- callbacks: cheap, never block -------------------------------------------------------------------
-    def _on_image(self, msg: Image | CompressedImage) -> None:
+    def _on_image(self, msg: bytes) -> None:
         self.stats.frame_in()
         with self._mailbox_ready:
             if self._mailbox is not None:
@@ -126,60 +140,66 @@ class DepthNode(Node):
         pubs = [self.pub_depth, self.pub_info, self.pub_points, self.pub_colored]
         return any(p is not None and p.get_subscription_count() > 0 for p in pubs)
 
-    def process(self, msg: Image | CompressedImage, arrived: float | None = None) -> None:
-        """Decode, infer and publish one frame: the whole per-frame path, top to bottom.
+    def process(self, raw: bytes, arrived: float | None = None) -> None:
+        """Parse, decode, infer and publish one frame (CDR bytes): the whole per-frame path, top to bottom.
 
         ``arrived``: perf_counter() when the callback took the frame; each stage's time goes to /diagnostics.
         """
         started = time.perf_counter()
         if not self._outputs_wanted():  # the last subscriber left since this frame arrived
             return
+        limit = self.params.max_image_pixels
         try:
-            if isinstance(msg, CompressedImage):
-                rgb = compressed_to_rgb(msg.format, msg.data)
+            if self.params.image_transport == "compressed":
+                msg = parse_cdr(raw, "sensor_msgs/msg/CompressedImage")
+                rgb = compressed_to_rgb(msg.format, msg.data, max_pixels=limit)
             else:
+                msg = parse_cdr(raw, "sensor_msgs/msg/Image")
                 rgb = image_to_rgb(msg.encoding, msg.height, msg.width, msg.step, msg.data,
-                                   bool(msg.is_bigendian))
-        except ImageDecodeError as error:
+                                   bool(msg.is_bigendian), max_pixels=limit)
+        except (MessageParseError, ImageDecodeError) as error:
             self._bad_input("image", f"bad image on {self._image_topic()}: {error}")
             return
         height, width = rgb.shape[:2]
+        header = Header(stamp=Time(sec=msg.header.stamp.sec, nanosec=msg.header.stamp.nanosec),
+                        frame_id=msg.header.frame_id)
 
         info, intrinsics = self._camera_info, None
         if info is None:
             self._bad_input("no_camera_info", "no CameraInfo received yet: publishing depth, points wait")
         else:
-            info = scale_camera_info(info, width, height)
-            info.header = msg.header
-            try:
-                intrinsics = intrinsics_from_camera_info(info)
+            try:  # a CameraInfo that does not fit the image gives no points and no metric rescale
+                info, intrinsics = camera_info_for_image(info, width, height)
+                info.header = header
             except IntrinsicsError as error:
-                self._bad_input("intrinsics", f"unusable CameraInfo: {error}")
+                info = None
+                self._bad_input("camera_info", f"unusable CameraInfo on {self.resolve_topic_name('camera_info')}: "
+                                f"{error}")
 
         decoded = time.perf_counter()
         fx = intrinsics[0] if (intrinsics and self.params.metric_rescale) else None
         depth = self.estimator.predict(rgb, fx=fx)
         self._apply_depth_limits(depth)
         inferred = time.perf_counter()
-        self.stats.inference_done(inferred - decoded)
 
         if self.pub_depth.get_subscription_count():
-            self.pub_depth.publish(depth_image_cdr(msg.header, depth))
+            self.pub_depth.publish(depth_image_cdr(header, depth))
         if info is not None and self.pub_info.get_subscription_count():
             self.pub_info.publish(info)
         if intrinsics and self.pub_points.get_subscription_count():
-            self.pub_points.publish(self._cloud_msg(msg, depth, rgb, intrinsics))
+            self.pub_points.publish(self._cloud_msg(header, depth, rgb, intrinsics))
         if self.pub_colored is not None and self.pub_colored.get_subscription_count():
-            self.pub_colored.publish(image_cdr(msg.header, "bgr8", colorize_depth(depth, *self._depth_range())))
+            self.pub_colored.publish(image_cdr(header, "bgr8", colorize_depth(depth, *self._depth_range())))
         done = time.perf_counter()
-        self.stats.frame_out(msg.header.stamp)
+        if height * width * 2 < self._last_pixels:  # after a much larger frame, give its buffers back
+            release_free_memory()
+        self._last_pixels = height * width
+        self.stats.frame_out(header.stamp)
         self.stats.stages({"waiting for the worker": started - (arrived or started), "decode": decoded - started,
                            "inference": inferred - decoded, "encode and publish": done - inferred})
 
     def _depth_range(self) -> tuple[float, float]:
-        lo = self.params.min_depth or self.estimator.info.min_depth
-        hi = self.params.max_depth or self.estimator.info.max_depth
-        return lo, hi
+        return depth_limits(self.params, (self.estimator.info.min_depth, self.estimator.info.max_depth))
 
     def _apply_depth_limits(self, depth: np.ndarray) -> None:
         """User limits tighter than the model's own: outside them is invalid (NaN), per REP 118."""
@@ -188,11 +208,11 @@ class DepthNode(Node):
             with np.errstate(invalid="ignore"):
                 depth[(depth < lo) | (depth > hi)] = np.nan
 
-    def _cloud_msg(self, msg, depth: np.ndarray, rgb: np.ndarray, intrinsics) -> bytes:
+    def _cloud_msg(self, header: Header, depth: np.ndarray, rgb: np.ndarray, intrinsics) -> bytes:
         with_rgb = self.params.points_rgb
         points = depth_to_cloud(depth, *intrinsics, rgb=rgb if with_rgb else None,
                                 decimation=self.params.points_decimation)
-        return cloud_cdr(msg.header, points, cloud_fields(with_rgb))
+        return cloud_cdr(header, points, cloud_fields(with_rgb))
 
     # --- bad input and diagnostics ---------------------------------------------------------------------
     def _image_topic(self) -> str:
@@ -200,16 +220,22 @@ class DepthNode(Node):
         return self.resolve_topic_name("image_raw" + suffix)
 
     def _bad_input(self, kind: str, message: str) -> None:
-        """Count it for /diagnostics; log each distinct problem at most once per period.
+        """Count it for /diagnostics; log each kind of problem at most once per period, quoting a bounded part.
 
-        Problems differing only in numbers (sizes, byte counts) share one throttle.
+        The throttle is per kind (a handful, fixed in the code), never per message: a sender controls the text.
         """
-        self.stats.bad_input(kind)
-        problem = re.sub(r"\d+", "#", message)
+        if len(message) > LOG_QUOTE_CHARS:
+            message = message[:LOG_QUOTE_CHARS] + f"... ({len(message) - LOG_QUOTE_CHARS} more characters)"
+        self.stats.bad_input(kind, message)
         now = time.monotonic()
-        if now - self._last_bad_log.get(problem, -1e9) >= BAD_INPUT_LOG_PERIOD_S:
-            self._last_bad_log[problem] = now
-            self.get_logger().warning(message)
+        logged, suppressed = self._last_bad_log.get(kind, (-1e9, 0))
+        if now - logged < BAD_INPUT_LOG_PERIOD_S:
+            self._last_bad_log[kind] = (logged, suppressed + 1)
+            return
+        self._last_bad_log[kind] = (now, 0)
+        if suppressed:
+            message += f" [{suppressed} more of this kind in the last {now - logged:.0f} s]"
+        self.get_logger().warning(message)
 
     def _publish_diagnostics(self) -> None:
         report = self.stats.report()
@@ -231,6 +257,7 @@ class DepthNode(Node):
             "dropped frames": str(report.dropped),
             "bad inputs": str(sum(report.bad_inputs.values())),
             **{f"bad inputs: {k}": str(v) for k, v in sorted(report.bad_inputs.items())},
+            "last bad input": report.last_bad_input,
             **{f"stage: {k} mean (ms)": f"{v:.2f}" for k, v in report.stage_ms_mean.items()},
         }
         status = DiagnosticStatus(
@@ -261,11 +288,54 @@ def default_model(backend: str) -> Path:
     return DEFAULT_WEIGHTS[backend]
 
 
+def release_free_memory() -> None:
+    """Return freed heap memory to the OS (glibc's malloc_trim; a no-op elsewhere).
+
+    glibc keeps the memory of freed large buffers once its dynamic mmap threshold has grown, so one very large
+    frame would otherwise leave the node tens of MB bigger for good.
+    """
+    name = ctypes.util.find_library("c")
+    libc = ctypes.CDLL(name) if name else None
+    if libc is not None and hasattr(libc, "malloc_trim"):
+        libc.malloc_trim(0)
+
+
+def shipped_dds_profile() -> Path | None:
+    """config/fastdds.xml where this package is installed (colcon or pip: <prefix>/share/depth_kd_ros/config/,
+    the module being in <prefix>/lib/pythonX.Y/site-packages/) or checked out (editable install)."""
+    here = Path(__file__).resolve().parent
+    prefixes = [Path(sys.prefix)] + ([here.parents[3]] if len(here.parents) > 3 else [])
+    candidates = [prefix / "share" / "depth_kd_ros" / "config" / DDS_PROFILE for prefix in prefixes]
+    return next((c for c in [*candidates, here.parent / "config" / DDS_PROFILE] if c.is_file()), None)
+
+
+def use_shipped_dds_profile(environ: dict[str, str] = os.environ) -> Path | None:
+    """Point Fast DDS at the shipped profile unless the user chose a profile or another middleware.
+
+    Without it Fast DDS's 512 KiB shared-memory segment fragments every 640x480 frame and best-effort
+    cameras lose most of them. Must run before rclpy.init() creates the DDS participant. Returns the profile
+    it set, or None.
+    """
+    if not environ.get("RMW_IMPLEMENTATION", "rmw_fastrtps_cpp").startswith("rmw_fastrtps"):
+        return None
+    if any(environ.get(k) for k in ("FASTRTPS_DEFAULT_PROFILES_FILE", "FASTDDS_DEFAULT_PROFILES_FILE")):
+        return None
+    if Path("DEFAULT_FASTRTPS_PROFILES.xml").is_file():  # Fast DDS loads this one from the working directory
+        return None
+    profile = shipped_dds_profile()
+    if profile is not None:
+        environ["FASTRTPS_DEFAULT_PROFILES_FILE"] = str(profile)
+    return profile
+
+
 def main(args: list[str] | None = None) -> None:
+    profile = use_shipped_dds_profile()
     rclpy.init(args=args)
     node = None
     try:
         node = DepthNode()
+        if profile is not None:
+            node.get_logger().info(f"Fast DDS profile {profile} (set FASTRTPS_DEFAULT_PROFILES_FILE to use yours)")
         rclpy.spin(node)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass

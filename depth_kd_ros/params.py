@@ -5,6 +5,7 @@ config/depth.yaml mirrors these defaults (a test keeps the two in step).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, fields
 
 from rcl_interfaces.msg import (
@@ -27,6 +28,7 @@ class NodeParams:
     threads: int = 1
     fp16: bool = False
     image_transport: str = "raw"
+    max_image_pixels: int = 8_388_608
     input_reliability: str = "best_effort"
     min_depth: float = 0.0
     max_depth: float = 0.0
@@ -49,10 +51,15 @@ _SPECS: dict[str, tuple[str, bool, object]] = {
                 "keep latency steady when other processes load the CPU.", True, (0, 256, 1)),
     "image_transport": ("raw: subscribe image_raw (Image); compressed: image_raw/compressed.", True,
                         ("raw", "compressed")),
+    "max_image_pixels": ("Larger images (by the size their header declares) are refused before decoding: a "
+                         "60 KB PNG can declare 8000x8000 pixels. Default 8 MP: 4K UHD (3840x2160) fits.", False,
+                         (1, 1 << 30, 1)),
     "input_reliability": ("QoS reliability of the image and camera_info subscriptions.", True,
                           ("best_effort", "reliable")),
-    "min_depth": ("Near clamp in metres; 0 = the model's own range.", False, (0.0, 1000.0, 0.0)),
-    "max_depth": ("Far clamp in metres; 0 = the model's own range.", False, (0.0, 1000.0, 0.0)),
+    "min_depth": ("Near limit in metres, inside the model's range (nearer = invalid); 0 = the model's own.",
+                  False, (0.0, 1000.0, 0.0)),
+    "max_depth": ("Far limit in metres, inside the model's range (farther = invalid); 0 = the model's own.",
+                  False, (0.0, 1000.0, 0.0)),
     "metric_rescale": ("Scale depth by fx_camera / fx_model when CameraInfo is known.", False, None),
     "publish_colored": ("Advertise depth/colored, a bgr8 colour map for viewing.", True, None),
     "points_rgb": ("Add packed rgb to depth/points (point_step 32 instead of 16).", False, None),
@@ -85,11 +92,26 @@ def _check(values: NodeParams) -> str | None:
     return None
 
 
-def declare_parameters(node: Node) -> NodeParams:
+def depth_limits(values: NodeParams, model_range: tuple[float, float]) -> tuple[float, float]:
+    """(near, far) metres the node publishes: the user's min_depth/max_depth (0 = unset) within the model's
+    range. Raises ValueError when they leave nothing the model can produce (e.g. min_depth 50 for a 10 m model).
+    """
+    model_min, model_max = model_range
+    near = max(values.min_depth, model_min) if values.min_depth else model_min
+    far = min(values.max_depth, model_max) if values.max_depth else model_max
+    if near >= far:
+        raise ValueError(f"min_depth={values.min_depth:g} and max_depth={values.max_depth:g} leave nothing of the "
+                         f"model's range, {model_min:g} to {model_max:g} m (0 = the model's own limit)")
+    return near, far
+
+
+def declare_parameters(node: Node, checks: list[Callable[[NodeParams], object]] | None = None) -> NodeParams:
     """Declare all parameters on `node`, validate them, and keep the returned values current.
 
     Runtime changes that fail validation are rejected with the reason; read-only ones are rejected by rclpy.
-    Raises ValueError when the start-up values are invalid.
+    ``checks``: more validation for runtime changes (each raises ValueError), e.g. against the model, which
+    loads after the parameters; the list may grow after this call. Raises ValueError when the start-up values
+    are invalid.
     """
     values = NodeParams()
     for field in fields(NodeParams):
@@ -105,6 +127,11 @@ def declare_parameters(node: Node) -> NodeParams:
             if change.name in _SPECS:
                 setattr(candidate, change.name, change.value)
         reason = _check(candidate)
+        for check in checks or ():
+            try:
+                check(candidate)
+            except ValueError as error:
+                reason = reason or str(error)
         if reason:
             return SetParametersResult(successful=False, reason=reason)
         for change in changes:

@@ -22,6 +22,7 @@ class StatsReport:
     bad_inputs: dict[str, int] = field(default_factory=dict)
     new_bad_inputs: int = 0
     stage_ms_mean: dict[str, float] = field(default_factory=dict)  # where a frame's time goes, in order
+    last_bad_input: str = ""  # the latest problem, as logged (the log itself is throttled)
 
 
 class FrameStats:
@@ -34,7 +35,7 @@ class FrameStats:
         self.bad_inputs: Counter[str] = Counter()
         self._window_start = clock()
         self._window_in = self._window_out = self._window_bad = 0
-        self._inference_s: list[float] = []
+        self._last_bad_input = ""
         self._latency_s: list[float] = []
         self._stage_s: dict[str, list[float]] = {}
 
@@ -43,12 +44,9 @@ class FrameStats:
             self.frames_in += 1
             self._window_in += 1
 
-    def inference_done(self, seconds: float) -> None:
-        with self._lock:
-            self._inference_s.append(seconds)
-
     def stages(self, seconds: dict[str, float]) -> None:
-        """One frame's time per stage (arrival, decode, inference, publish...), in the order they ran."""
+        """One frame's time per stage (arrival, decode, inference, publish...), in the order they ran; the
+        "inference" stage is also reported on its own."""
         with self._lock:
             for name, value in seconds.items():
                 self._stage_s.setdefault(name, []).append(value)
@@ -61,10 +59,11 @@ class FrameStats:
             self._window_out += 1
             self._latency_s.append(latency)
 
-    def bad_input(self, kind: str) -> None:
+    def bad_input(self, kind: str, description: str = "") -> None:
         with self._lock:
             self.bad_inputs[kind] += 1
             self._window_bad += 1
+            self._last_bad_input = description or self._last_bad_input
 
     def report(self) -> StatsReport:
         with self._lock:
@@ -73,7 +72,7 @@ class FrameStats:
             report = StatsReport(
                 input_rate_hz=self._window_in / span,
                 output_rate_hz=self._window_out / span,
-                inference_ms_mean=1e3 * _mean(self._inference_s),
+                inference_ms_mean=1e3 * _mean(self._stage_s.get("inference", [])),
                 latency_ms_mean=1e3 * _mean(self._latency_s),
                 frames_in=self.frames_in,
                 frames_out=self.frames_out,
@@ -81,10 +80,10 @@ class FrameStats:
                 bad_inputs=dict(self.bad_inputs),
                 new_bad_inputs=self._window_bad,
                 stage_ms_mean={name: 1e3 * _mean(values) for name, values in self._stage_s.items()},
+                last_bad_input=self._last_bad_input,
             )
             self._window_start = now
             self._window_in = self._window_out = self._window_bad = 0
-            self._inference_s.clear()
             self._latency_s.clear()
             self._stage_s.clear()
             return report

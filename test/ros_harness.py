@@ -47,15 +47,17 @@ class NodeProcess:
     """`depth_node --ros-args -p k:=v ...` in a subprocess; its log goes to a file the test can read."""
 
     def __init__(self, params: dict[str, object], log_path: Path, namespace: str = "",
-                 wrapper: tuple[str, ...] = ()) -> None:
-        """``wrapper``: a command the node runs under (e.g. a profiler's ``py-spy record ... --``)."""
+                 wrapper: tuple[str, ...] = (), env: dict[str, str] | None = None) -> None:
+        """``wrapper``: a command the node runs under (e.g. a profiler's ``py-spy record ... --``); ``env``: its
+        environment (default: the test's)."""
         args = [*wrapper, depth_node_executable(), "--ros-args"] + (["-r", f"__ns:={namespace}"] if namespace else [])
         for key, value in params.items():
             text = str(value).lower() if isinstance(value, bool) else str(value)
             args += ["-p", f"{key}:={text}"]
         self.log_path = log_path
         self._log = open(log_path, "wb")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen(args, stdout=self._log, stderr=subprocess.STDOUT, env=os.environ.copy())
+        self.proc = subprocess.Popen(args, stdout=self._log, stderr=subprocess.STDOUT,
+                                     env=os.environ.copy() if env is None else env)
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
@@ -73,6 +75,56 @@ class NodeProcess:
                 self.proc.wait()
         self._log.close()
         return self.proc.returncode
+
+
+CAMERA_SCRIPT = """
+import sys, time, numpy as np, rclpy
+from rclpy.qos import qos_profile_sensor_data
+from sensor_msgs.msg import CameraInfo, Image
+frames, rate, width, height = int(sys.argv[1]), float(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+namespace = sys.argv[5]
+rclpy.init()
+node = rclpy.create_node("camera", namespace=namespace or None)
+pub = node.create_publisher(Image, "image_raw", qos_profile_sensor_data)
+pub_info = node.create_publisher(CameraInfo, "camera_info", qos_profile_sensor_data)
+rgb = np.random.default_rng(0).integers(0, 255, (height, width, 3), dtype=np.uint8)
+msg = Image(height=height, width=width, encoding="rgb8", step=3 * width, data=rgb.tobytes())
+info = CameraInfo(width=width, height=height, k=[1.0 * width, 0, width / 2, 0, width, height / 2, 0, 0, 1])
+msg.header.frame_id = info.header.frame_id = "camera_optical_frame"
+while not pub.get_subscription_count():  # the node subscribes once someone listens to its depth
+    time.sleep(0.05)
+time.sleep(0.5)
+sent = 0
+while rclpy.ok() and (frames == 0 or sent < frames):
+    msg.header.stamp = info.header.stamp = node.get_clock().now().to_msg()
+    pub_info.publish(info)
+    pub.publish(msg)
+    sent += 1
+    time.sleep(1.0 / rate)
+print(sent, flush=True)
+"""
+
+
+class CameraProcess:
+    """A camera driver in its own process: rgb8 Image + CameraInfo at ``rate`` Hz with the sensor-data QoS
+    (best effort) most drivers use, from the moment the node subscribes; ``frames`` = 0: until stopped.
+    ``env``: its environment (e.g. without the Fast DDS profile, as a user's driver has)."""
+
+    def __init__(self, frames: int = 0, rate: float = 30.0, width: int = 640, height: int = 480,
+                 namespace: str = "", env: dict[str, str] | None = None) -> None:
+        self.proc = subprocess.Popen([sys.executable, "-c", CAMERA_SCRIPT, str(frames), str(rate), str(width),
+                                      str(height), namespace], stdout=subprocess.PIPE, text=True,
+                                     env=os.environ.copy() if env is None else env)
+
+    def wait(self, timeout: float) -> int:
+        """Frames sent, once a finite run is over."""
+        out, _ = self.proc.communicate(timeout=timeout)
+        return int(out.split()[-1])
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(timeout=10)
 
 
 def stamp_of(seconds: float) -> Time:

@@ -5,7 +5,12 @@ import copy
 import pytest
 from sensor_msgs.msg import CameraInfo, RegionOfInterest
 
-from depth_kd_ros.camera_info import IntrinsicsError, intrinsics_from_camera_info, scale_camera_info
+from depth_kd_ros.camera_info import (
+    IntrinsicsError,
+    camera_info_for_image,
+    intrinsics_from_camera_info,
+    scale_camera_info,
+)
 
 
 def make_info() -> CameraInfo:
@@ -129,3 +134,40 @@ def test_zero_size_info_is_taken_as_matching():
 def test_bad_target_size_raises():
     with pytest.raises(ValueError, match="width=0, height=240"):
         scale_camera_info(make_info(), 0, 240)
+
+
+# --- a CameraInfo for this image, or a bad input --------------------------------------------------------
+
+def test_info_for_a_binned_image_is_scaled():
+    info, (fx, fy, cx, cy) = camera_info_for_image(make_info(), 320, 240)
+    assert (info.width, info.height) == (320, 240)
+    assert (fx, fy, cx, cy) == (255.0, 205.0, 165.0, 125.0)
+
+
+@pytest.mark.parametrize("size", [(1, 1), (65535, 1), (640, 640), (480, 640)])
+def test_info_of_another_aspect_ratio_is_refused(size):
+    info = make_info()
+    info.width, info.height = size
+    with pytest.raises(IntrinsicsError, match=rf"CameraInfo is {size[0]}x{size[1]} but the image is 640x480"):
+        camera_info_for_image(info, 640, 480)
+
+
+@pytest.mark.parametrize("index, value, fragment", [
+    (0, 1e-300, "fx = 1e-300 px gives a 180 degree field of view"),
+    (5, 1e9, "fy = 1e\\+09 px gives a 2.75e-05 degree field of view"),
+    (2, 5000.0, "cx = 5000 px lies far outside the 640x480 image"),
+    (6, -1000.0, "cy = -1000 px lies far outside"),
+])
+def test_absurd_intrinsics_are_refused(index, value, fragment):
+    info = make_info()
+    info.p[index] = value
+    with pytest.raises(IntrinsicsError, match=fragment):
+        camera_info_for_image(info, 640, 480)
+
+
+def test_wide_and_narrow_real_lenses_pass():
+    info = make_info()
+    info.width = info.height = 0  # drivers that leave the size out
+    for fx in (180.0, 6000.0):  # 121 and 6 degrees across 640 pixels
+        info.p[0] = info.p[5] = fx
+        assert camera_info_for_image(info, 640, 480)[1][0] == fx

@@ -2,6 +2,7 @@
 
 import array
 import struct
+import zlib
 
 import cv2
 import numpy as np
@@ -13,6 +14,7 @@ from depth_kd_ros.image_codec import (
     ImageDecodeError,
     colorize_depth,
     compressed_depth_to_metres,
+    compressed_image_size,
     compressed_to_rgb,
     depth_image_to_metres,
     image_to_rgb,
@@ -152,13 +154,70 @@ def test_grayscale_png_gives_three_equal_channels():
     "fmt, data, fragment",
     [
         ("jpeg", b"", "empty"),
-        ("jpeg", b"not an image at all", "could not decode 19 bytes"),
+        ("jpeg", b"not an image at all", "19 bytes of 'jpeg' data \\(first bytes 6e6f7420616e2069\\) are not a PNG or JPEG"),
+        ("tiff", b"II*\x00" + b"\x00" * 16, "not a PNG or JPEG"),  # OpenCV could, but its size is unchecked
         ("16UC1; compressedDepth png", b"\x00" * 20, "compressedDepth"),
     ],
 )
 def test_compressed_errors(fmt, data, fragment):
     with pytest.raises(ImageDecodeError, match=fragment):
         compressed_to_rgb(fmt, data)
+
+
+def _encoded(ext: str, height: int = 30, width: int = 50, params: tuple = ()) -> bytes:
+    ok, data = cv2.imencode(ext, np.zeros((height, width, 3), np.uint8), list(params))
+    assert ok
+    return data.tobytes()
+
+
+def _png_declaring(width: int, height: int) -> bytes:
+    """A 60-odd byte PNG whose header declares width x height: what a decompression bomb looks like."""
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b"")
+
+
+@pytest.mark.parametrize("data", [
+    _encoded(".png"),
+    _encoded(".jpg"),
+    _encoded(".jpg", params=(cv2.IMWRITE_JPEG_PROGRESSIVE, 1)),
+    # an APP1 (EXIF-like) segment before the tables: the frame header is found by walking the segments
+    _encoded(".jpg")[:2] + b"\xff\xe1" + struct.pack(">H", 2 + 300) + b"\x00" * 300 + _encoded(".jpg")[2:],
+])
+def test_compressed_image_size_reads_the_header(data):
+    assert compressed_image_size(data) == (50, 30)
+
+
+def test_compressed_bomb_is_refused_by_its_header_before_decoding():
+    bomb = _png_declaring(16000, 16000)
+    assert len(bomb) < 100
+    with pytest.raises(ImageDecodeError, match="declares 16000x16000 = 256000000 pixels, over the limit of 8388608"):
+        compressed_to_rgb("png", bomb, max_pixels=8_388_608)
+    jpeg = _encoded(".jpg", 40, 60)
+    with pytest.raises(ImageDecodeError, match="60x40 = 2400 pixels, over the limit of 2000"):
+        compressed_to_rgb("jpeg", jpeg, max_pixels=2000)
+    assert compressed_to_rgb("jpeg", jpeg, max_pixels=2400).shape == (40, 60, 3)
+
+
+def test_truncated_image_with_a_valid_header_names_its_size():
+    with pytest.raises(ImageDecodeError, match="50x30 image is corrupt or truncated"):
+        compressed_to_rgb("jpeg", _encoded(".jpg")[:200])
+
+
+def test_raw_image_over_the_limit_is_refused_before_its_data_is_read():
+    # no data at all: the size check must come first, or this would be a "truncated" error
+    with pytest.raises(ImageDecodeError, match="rgb8 image declares 65535x65535 .* over the limit"):
+        image_to_rgb("rgb8", 65535, 65535, 3 * 65535, b"", max_pixels=8_388_608)
+
+
+def test_sender_chosen_strings_are_quoted_briefly():
+    with pytest.raises(ImageDecodeError) as err:
+        compressed_to_rgb("x" * 20_000, b"GIF89a" + b"\x00" * 10)
+    assert len(str(err.value)) < 300 and "(20000 characters)" in str(err.value)
+    with pytest.raises(ImageDecodeError) as err:
+        image_to_rgb("y" * 20_000, 1, 1, 3, b"\x00" * 3)
+    assert len(str(err.value)) < 300
 
 
 # --- depth ------------------------------------------------------------------------------------------

@@ -6,10 +6,11 @@ import ast
 from dataclasses import asdict
 from types import SimpleNamespace
 
+import pytest
 import yaml
 from conftest import REPO_ROOT
 
-from depth_kd_ros.params import NodeParams
+from depth_kd_ros.params import NodeParams, depth_limits
 from depth_kd_ros.stats import FrameStats
 
 
@@ -43,16 +44,49 @@ def test_stats_window_rates_and_counts():
     for _ in range(10):
         stats.frame_in()
     stats.drop()
-    stats.inference_done(0.02)
-    stats.inference_done(0.04)
+    stats.stages({"decode": 0.001, "inference": 0.02})
+    stats.stages({"decode": 0.003, "inference": 0.04})
     stats.frame_out(SimpleNamespace(sec=50, nanosec=400_000_000))
-    stats.bad_input("image")
+    stats.bad_input("image", "bad image: truncated")
     now[0] = 102.0
     report = stats.report()
     assert report.input_rate_hz == 5.0 and report.output_rate_hz == 0.5
     assert abs(report.inference_ms_mean - 30.0) < 1e-9 and abs(report.latency_ms_mean - 100.0) < 1e-6
     assert (report.frames_in, report.frames_out, report.dropped) == (10, 1, 1)
+    assert report.stage_ms_mean == pytest.approx({"decode": 2.0, "inference": 30.0})
     assert report.bad_inputs == {"image": 1} and report.new_bad_inputs == 1
+    assert report.last_bad_input == "bad image: truncated"
     now[0] = 104.0
     second = stats.report()
     assert second.input_rate_hz == 0.0 and second.new_bad_inputs == 0 and second.frames_in == 10
+
+
+@pytest.mark.parametrize("min_depth, max_depth, expected", [
+    (0.0, 0.0, (0.1, 10.0)),   # the model's own range
+    (0.5, 4.0, (0.5, 4.0)),    # tighter
+    (0.01, 50.0, (0.1, 10.0)),  # looser than the model: the model's range still holds
+])
+def test_depth_limits_inside_the_model_range(min_depth, max_depth, expected):
+    assert depth_limits(NodeParams(min_depth=min_depth, max_depth=max_depth), (0.1, 10.0)) == expected
+
+
+@pytest.mark.parametrize("min_depth, max_depth", [(50.0, 0.0), (0.0, 0.05), (10.0, 0.0), (5.0, 5.0)])
+def test_depth_limits_that_leave_nothing_are_refused(min_depth, max_depth):
+    with pytest.raises(ValueError, match="leave nothing of the model's range, 0.1 to 10 m"):
+        depth_limits(NodeParams(min_depth=min_depth, max_depth=max_depth), (0.1, 10.0))
+
+
+def test_the_shipped_dds_profile_is_used_only_when_the_user_chose_none(tmp_path, monkeypatch):
+    from depth_kd_ros.node import shipped_dds_profile, use_shipped_dds_profile
+
+    monkeypatch.chdir(tmp_path)
+    shipped = shipped_dds_profile()
+    assert shipped is not None and shipped.name == "fastdds.xml" and "<profiles" in shipped.read_text()
+    env = {}
+    assert use_shipped_dds_profile(env) == shipped and env == {"FASTRTPS_DEFAULT_PROFILES_FILE": str(shipped)}
+    for own in ({"FASTRTPS_DEFAULT_PROFILES_FILE": "/mine.xml"}, {"FASTDDS_DEFAULT_PROFILES_FILE": "/mine.xml"},
+                {"RMW_IMPLEMENTATION": "rmw_cyclonedds_cpp"}):
+        env = dict(own)
+        assert use_shipped_dds_profile(env) is None and env == own
+    (tmp_path / "DEFAULT_FASTRTPS_PROFILES.xml").write_text("<profiles/>")  # Fast DDS reads it from the cwd
+    assert use_shipped_dds_profile({}) is None
