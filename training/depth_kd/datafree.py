@@ -11,7 +11,7 @@ like the teacher's training images, with ``content_weight`` x L1(G(x), x) keepin
 ``bn_weight`` x BN-statistics loss + ``content_weight`` x L1. G and the student alternate (G first), G with its
 own Adam at a constant ``g_lr``; under DDP, G is wrapped in DistributedDataParallel so its gradients are
 averaged over ranks. G's weights and optimiser are part of the resumable state (``state_parts``). Logged:
-``g_bn`` and ``g_content`` (G's loss terms after its last update of the step) and, with mixing, ``mix_share``
+``g_bn`` and ``g_content`` (G's loss terms at its last update of the step) and, with mixing, ``mix_share``
 (the share of pasted pixels); a KD loss that climbs while ``g_bn`` falls means G is making images the teacher
 cannot read (raise ``content_weight`` or lower ``g_bound``).
 """
