@@ -32,6 +32,7 @@ __all__ = [
     "compressed_to_rgb",
     "depth_image_to_metres",
     "image_to_rgb",
+    "label_image_to_ids",
 ]
 
 
@@ -240,6 +241,16 @@ def depth_image_to_metres(
     with np.errstate(invalid="ignore"):
         depth[~(np.isfinite(depth) & (depth > 0))] = np.nan
     return depth
+
+
+def label_image_to_ids(
+    encoding: str, height: int, width: int, step: int, data: Any, is_bigendian: bool = False
+) -> np.ndarray:
+    """Decode a 16UC1 / mono16 label image (e.g. the renderer's instance ids) to uint16 (height, width) as is."""
+    if encoding not in ("16UC1", "mono16"):
+        raise ImageDecodeError(f"unsupported label image encoding {encoding!r}; supported: 16UC1, mono16")
+    dtype = np.dtype(">u2" if is_bigendian else "<u2")
+    return _pixel_view(encoding, height, width, step, data, 1, dtype)[..., 0].astype(np.uint16)
 
 
 # compressed_depth_image_transport, decoded by hand: image_transport is not available without a ROS distro.

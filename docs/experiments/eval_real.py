@@ -46,6 +46,14 @@ ROWS = {  # run folder -> table label, in table order
     "kd_xu_cached": "student, KD on X and U, cached targets",
     "kd_xu_bn_train": "student, KD on X and U, encoder BN statistics trained",
     "kd_xu_rendered": "student, KD on X and U, + rendered rooms in X",
+    # datafree.sh (docs/datafree.md): students that never saw a real image, and the real-image upper bound
+    "teacher_mff": "teacher: MobileNetV2 + MFF trained on real frames (TEACHER)",
+    "df_kd_sim": "student, KD on raw simulated images",
+    "df_mix": "student, KD on simulated images + object-wise mixing",
+    "df_g": "student, KD on simulated images + transformation network",
+    "df_mix_g": "student, KD on simulated images + mixing + transformation network",
+    "df_mix_g_sixth": "student, + mixing + transformation network, 1/6 of the simulated images",
+    "df_kd_real": "student, KD on the real images (upper bound)",
 }
 
 Predict = Callable[[np.ndarray, float], np.ndarray]  # (rgb, fx at the frame's width) -> depth, metres

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import safetensors
 import torch
+from killed_run import Killed, run
 from safetensors.torch import load_file
 
 from depth_kd.config import ConfigError, TrainConfig
@@ -20,10 +21,6 @@ from depth_kd_ros.models import build_model
 
 TINY = {"width_mult": 0.35, "branch_channels": 4, "fuse_channels": 8, "refine_channels": 8}
 STEPS, KILL_AT = 7, 3
-
-
-class Killed(Exception):
-    """Stands in for the process dying."""
 
 
 @pytest.fixture(scope="module")
@@ -49,21 +46,6 @@ def config_for(out: Path, inputs: dict[str, Path], **changes) -> TrainConfig:
                            "deterministic": True}})
     config.update(changes)
     return config
-
-
-def run(config: TrainConfig, kill_at: int | None = None) -> Path:
-    trainer = Trainer(config, torch.device("cpu"))
-    if kill_at is not None:
-        save = trainer.save_state
-
-        def save_then_die() -> Path:
-            path = save()
-            if trainer.step == kill_at:
-                raise Killed
-            return path
-
-        trainer.save_state = save_then_die
-    return trainer.train()
 
 
 def _state(path: Path) -> tuple[dict[str, torch.Tensor], dict]:

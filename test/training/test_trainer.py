@@ -50,7 +50,8 @@ FASTDEPTH_DIFFERS = {"distill.mode", "distill.teacher", "distill.teacher_output"
 
 
 @pytest.mark.parametrize("name, differs", [("teacher.yaml", {"model.arch"}), ("distill.yaml", {"distill.mode"}),
-                                           ("distill_fastdepth.yaml", FASTDEPTH_DIFFERS)])
+                                           ("distill_fastdepth.yaml", FASTDEPTH_DIFFERS),
+                                           ("datafree.yaml", {"distill.mode"})])
 def test_yaml_configs_list_every_key_and_agree_with_code_defaults(name, differs):
     data = yaml.safe_load((CONFIGS / name).read_text())
     flat = {f"{g}.{k}": v for g, values in data.items() for k, v in values.items()}

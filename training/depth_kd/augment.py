@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-__all__ = ["Views", "jitter_colour", "sample_views", "views_intrinsics", "warp"]
+__all__ = ["Views", "jitter_colour", "random_views", "sample_views", "views_intrinsics", "warp"]
 
 _GREY = (0.299, 0.587, 0.114)  # ITU-R BT.601 luma weights
 
@@ -59,6 +59,14 @@ def sample_views(n: int, scale_max: float = 1.0, flip: float = 0.0, colour: floa
     mirror = torch.rand(n) < flip
     jitter = (torch.rand(3, n) * 2 - 1) * colour + 1
     return Views(scale, centre_x, centre_y, mirror, jitter[0], jitter[1], jitter[2])
+
+
+def random_views(rgb: torch.Tensor, scale_max: float = 1.0, flip: float = 0.0,
+                 colour: float = 0.0) -> tuple[torch.Tensor, Views]:
+    """A random view of each image of ``rgb`` (zoom-crop and mirror, then colour) and the views drawn."""
+    views = sample_views(len(rgb), scale_max, flip, colour)
+    out = warp(rgb, views)
+    return (jitter_colour(out, views) if colour else out), views
 
 
 def warp(images: torch.Tensor, views: Views, mode: str = "bilinear") -> torch.Tensor:

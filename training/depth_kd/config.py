@@ -20,7 +20,7 @@ from typing import Any
 
 import yaml
 
-MODES = ("supervised", "kd_x", "kd_u", "kd_xu")
+MODES = ("supervised", "kd_x", "kd_u", "kd_xu", "datafree")
 SCHEDULES = ("cosine", "poly", "constant")
 TEACHER_KINDS = ("auto", "mff", "hf", "onnx", "tflite")
 TEACHER_OUTPUTS = ("auto", "metric", "relative_inverse")
@@ -29,6 +29,7 @@ RESUME = ("auto", "always", "never")
 # (one rule, in depth_kd.data.bags.BagSource). Here, not in bags.py: the CLI parser needs them without rosbags.
 DEFAULT_IMAGE_TOPIC = "/camera/image_raw"
 DEFAULT_DEPTH_TOPIC = "/camera/depth/image"
+DEFAULT_INSTANCES_TOPIC = "/camera/instances"  # what `depth-kd render` writes (render/record.py)
 DEFAULT_OPSET = 17  # lowest ONNX opset ``depth-kd export`` writes (here, not in export.py: the CLI parser needs it)
 INT8_COMPARE_FRAMES = 200  # ``depth-kd export --int8`` measures its accuracy on at most this many frames (ditto)
 
@@ -73,6 +74,8 @@ class DataConfig:
                                    "topic that is not depth")
     depth_topic: str = _opt(DEFAULT_DEPTH_TOPIC, "ground-truth depth topic in X (32FC1 m, 16UC1 mm or "
                             "compressedDepth); if absent, the bag's only topic with 'depth' in its name")
+    instances_topic: str = _opt(DEFAULT_INSTANCES_TOPIC, "16UC1 instance-id topic of simulated bags, read only "
+                                "for object-wise mixing (mode datafree)")
     camera_info_topic: str | None = _opt("auto", "CameraInfo topic; 'auto' = the only one, or the one in the "
                                          "image topic's namespace; null = none")
     assumed_fx: float | None = _opt(None, "focal length in pixels at the image's own size for bags/folders without "
@@ -104,7 +107,7 @@ class DistillConfig:
     """Targets: ground truth and/or a teacher (Hu et al.'s settings are the four modes)."""
 
     mode: str = _opt("supervised", "supervised (GT on X) | kd_x (KD + GT on X) | kd_u (KD on U) | kd_xu (KD on X "
-                                   "and U, GT on X)")
+                                   "and U, GT on X) | datafree (KD on simulated X only; see the datafree group)")
     loss: str = _opt("grad_normal", "loss for both GT and KD terms: grad_normal (Hu et al.) | silog")
     gt_weight: float = _opt(1.0, "weight of the ground-truth loss")
     kd_weight: float = _opt(1.0, "weight of the distillation (teacher) loss")
@@ -122,6 +125,26 @@ class DistillConfig:
     scale_depth_topic: str | None = _opt(None, "metric topic for that fit (e.g. sparse depth); null = depth_topic")
     online_teacher: bool = _opt(False, "label every augmented view with the teacher at each step (patient, "
                                        "consistent distillation); false = cached targets of the plain frame")
+
+
+@dataclass
+class DatafreeConfig:
+    """Data-free distillation from simulated images (Hu et al., arXiv 2208.12464): object-wise mixing and a
+    transformation network G matching the teacher's BatchNorm statistics (training/depth_kd/datafree.py)."""
+
+    mixing: bool = _opt(True, "paste objects (by instance id) from one simulated frame of the batch into another")
+    mix_prob: float = _opt(0.5, "probability that a frame gets objects pasted into it")
+    mix_max_objects: int = _opt(3, "at most this many objects pasted into one frame (at least one)")
+    mix_scale_min: float = _opt(0.75, "smallest random scale of the pasted objects")
+    mix_scale_max: float = _opt(1.25, "largest random scale of the pasted objects")
+    transform: bool = _opt(True, "train a transformation network G whose output matches the teacher's BatchNorm "
+                                 "running statistics (the teacher needs torch BatchNorm layers)")
+    g_width: int = _opt(16, "channels of G's hidden convolutions")
+    g_bound: float = _opt(0.25, "largest change G makes to a pixel (RGB in [0, 1]): bound of its tanh residual")
+    g_lr: float = _opt(1e-3, "learning rate of G (Adam, constant)")
+    g_steps: int = _opt(1, "G updates on each micro-batch before the student learns from G's output")
+    bn_weight: float = _opt(1.0, "weight of the BatchNorm-statistics loss of G")
+    content_weight: float = _opt(10.0, "weight of the L1 term keeping G's output close to its input")
 
 
 @dataclass
@@ -156,6 +179,7 @@ class TrainConfig:
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     distill: DistillConfig = field(default_factory=DistillConfig)
+    datafree: DatafreeConfig = field(default_factory=DatafreeConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     run: RunConfig = field(default_factory=RunConfig)
 
@@ -240,6 +264,12 @@ class TrainConfig:
         if k.mode == "kd_xu" and not (0.0 < k.aux_share < 1.0 and o.batch_size >= 2):
             raise ConfigError(f"kd_xu needs 0 < distill.aux_share < 1 and optim.batch_size >= 2, got "
                               f"{k.aux_share} and {o.batch_size}")
+        _check_datafree(self.datafree)
+        if k.mode == "datafree" and not d.train:
+            raise ConfigError("mode datafree needs simulated bags (--data / data.train), e.g. from `depth-kd render`")
+        if k.mode == "datafree" and d.aux:
+            raise ConfigError("mode datafree reads only the simulated bags in data.train; data.aux is not used "
+                              "(for KD on other images use kd_u or kd_xu)")
         if k.mode != "kd_u" and not d.train:
             raise ConfigError(f"mode {k.mode} needs labeled bags X (--data / data.train)")
         if k.mode in ("kd_u", "kd_xu") and not d.aux:
@@ -263,6 +293,25 @@ class TrainConfig:
     def cache_dir(self) -> Path:
         """Where teacher predictions are cached."""
         return Path(self.distill.cache_dir) if self.distill.cache_dir else Path(self.run.out) / "teacher_cache"
+
+
+def _check_datafree(f: DatafreeConfig) -> None:
+    """ConfigError for datafree values that cannot work (checked in every mode: the group is saved with the run)."""
+    if not 0.0 <= f.mix_prob <= 1.0:
+        raise ConfigError(f"datafree.mix_prob must be in [0, 1], got {f.mix_prob}")
+    if not 0.0 < f.mix_scale_min <= f.mix_scale_max:
+        raise ConfigError(f"need 0 < datafree.mix_scale_min <= datafree.mix_scale_max, got {f.mix_scale_min}, "
+                          f"{f.mix_scale_max}")
+    if not 0.0 < f.g_bound <= 1.0:
+        raise ConfigError(f"datafree.g_bound must be in (0, 1], got {f.g_bound}")
+    positive = {"datafree.mix_max_objects": f.mix_max_objects, "datafree.g_width": f.g_width,
+                "datafree.g_lr": f.g_lr, "datafree.g_steps": f.g_steps}
+    for name, value in positive.items():
+        if value <= 0:
+            raise ConfigError(f"{name} must be positive, got {value}")
+    for name, value in {"datafree.bn_weight": f.bn_weight, "datafree.content_weight": f.content_weight}.items():
+        if value < 0:
+            raise ConfigError(f"{name} must be >= 0, got {value}")
 
 
 def _resolve_data_spec(key: str, spec: str) -> str:

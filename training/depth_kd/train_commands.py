@@ -102,13 +102,16 @@ def add_train_commands(subparsers: argparse._SubParsersAction) -> None:
     _training_flags(p)
     p.set_defaults(handler=_guarded(_train_teacher, "train-teacher"))
 
-    p = subparsers.add_parser("distill", help="distil a student from a teacher (Hu et al. settings)",
-                              description="Knowledge distillation of a student (default mobilenetv2_mff).")
+    p = subparsers.add_parser("distill", help="distil a student from a teacher (Hu et al. settings, or data-free)",
+                              description="Knowledge distillation of a student (default mobilenetv2_mff). "
+                              "--mode datafree: from simulated bags only (--data), with object-wise mixing and a "
+                              "transformation network matched to the teacher's BatchNorm statistics (datafree.*).")
     _training_flags(p)
     p.add_argument("--teacher", metavar="PATH", help="node checkpoint, transformers folder, .onnx or .tflite")
     p.add_argument("--aux", nargs="+", metavar="BAG", help="auxiliary bags or image folders U (images only); "
                    "#frames=A:B / #time=T0:T1 allowed")
-    p.add_argument("--mode", choices=MODES, help="default: kd_xu with --aux, else kd_x")
+    p.add_argument("--mode", choices=MODES, help="default: kd_xu with --aux, else kd_x; datafree: KD on the "
+                   "simulated bags in --data only")
     p.add_argument("--aux-share", type=float, help="share of each kd_xu batch drawn from U (default 0.5)")
     p.add_argument("--teacher-kind", choices=TEACHER_KINDS, help="default: from the path")
     p.add_argument("--teacher-output", choices=TEACHER_OUTPUTS,

@@ -13,16 +13,31 @@ from depth_kd.data import BagSource, EpochSampler, FrameDataset, ImageFolder, op
 from depth_kd.distributed import DistContext
 
 
-def open_sources(paths: list[str], config: TrainConfig, depth_topic: str | None) -> list[BagSource | ImageFolder]:
+def open_sources(paths: list[str], config: TrainConfig, depth_topic: str | None, require_depth: bool | None = None,
+                 instances_topic: str | None = None) -> list[BagSource | ImageFolder]:
     """One source per data path (bag or image folder, ``#frames=``/``#time=`` allowed; see data.sources).
 
-    With ``depth_topic`` only frames that have depth are kept. Topics are chosen by BagSource's one rule.
+    With ``depth_topic`` only frames that have depth are kept, unless ``require_depth`` is False. With
+    ``instances_topic`` frames carry their instance ids. Topics are chosen by BagSource's one rule.
     """
     d = config.data
+    require = depth_topic is not None if require_depth is None else require_depth
     return [open_source(p, image_topic=d.image_topic, depth_topic=depth_topic, camera_info_topic=d.camera_info_topic,
-                        stride=d.stride, depth_tolerance_s=d.depth_tolerance_s, require_depth=depth_topic is not None,
-                        assumed_fx=d.assumed_fx)
+                        stride=d.stride, depth_tolerance_s=d.depth_tolerance_s, require_depth=require,
+                        assumed_fx=d.assumed_fx, instances_topic=instances_topic)
             for p in paths]
+
+
+def open_train_sources(config: TrainConfig) -> list[BagSource | ImageFolder]:
+    """The frames of ``data.train`` as the mode reads them: labeled (with depth) for the teacher / ground-truth
+    modes; for ``datafree`` simulated frames whose depth (where present) only orders occlusions when mixing, with
+    their instance ids when mixing is on."""
+    d = config.data
+    if config.distill.mode != "datafree":
+        return open_sources(d.train, config, d.depth_topic)
+    if not config.datafree.mixing:
+        return open_sources(d.train, config, None)
+    return open_sources(d.train, config, d.depth_topic, require_depth=False, instances_topic=d.instances_topic)
 
 
 class Stream:

@@ -2,7 +2,9 @@
 
 One file, ``out/state.safetensors``: model and optimiser tensors as safetensors, and as JSON in its metadata
 the config, the optimiser's scalars and param groups, and the loop's state (step, scheduler, AMP scaler,
-the data streams' positions, Python/NumPy/torch RNG states, last eval metrics). Written atomically; never
+the data streams' positions, Python/NumPy/torch RNG states, last eval metrics). A mode that trains more than
+the student (data-free distillation's transformation network) adds its networks and optimisers as named
+``parts``, stored the same way under ``<part>/model.*`` and ``<part>/optim.*``. Written atomically; never
 unpickled. Resuming with settings other than :data:`RESUMABLE_CHANGES` is refused (:class:`TrainStateError`).
 """
 
@@ -56,27 +58,26 @@ def restore_loop_state(state: dict[str, Any], scheduler: torch.optim.lr_schedule
     _set_rng_state(state["rng"])
 
 
+Parts = dict[str, tuple[nn.Module, torch.optim.Optimizer]]
+
+
 def save_train_state(path: Path, config: TrainConfig, model: nn.Module, optimizer: torch.optim.Optimizer,
-                     extra: dict[str, Any]) -> None:
-    """Model + optimiser tensors (safetensors) with the config and ``extra`` (JSON), written atomically."""
-    tensors = {f"model.{n}": t.detach().cpu().contiguous() for n, t in model.state_dict().items()}
-    optim = optimizer.state_dict()
-    scalars = {}
-    for pid, entries in optim["state"].items():
-        for key, value in entries.items():
-            if torch.is_tensor(value):
-                tensors[f"optim.{pid}.{key}"] = value.detach().cpu().contiguous()
-            else:
-                scalars[f"{pid}.{key}"] = value
-    meta = {"config": config.to_dict(), "param_groups": optim["param_groups"], "optim_scalars": scalars, **extra}
+                     extra: dict[str, Any], parts: Parts | None = None) -> None:
+    """Model + optimiser tensors (safetensors) with the config and ``extra`` (JSON), written atomically; ``parts``
+    (name -> network, optimiser) are saved alongside."""
+    tensors, main = _tensors("", model, optimizer)
+    meta = {"config": config.to_dict(), **main, **extra, "parts": {}}
+    for name, (part_model, part_optimizer) in (parts or {}).items():
+        part_tensors, meta["parts"][name] = _tensors(f"{name}/", part_model, part_optimizer)
+        tensors.update(part_tensors)
     data = safetensors.torch.save(tensors, metadata={"format": STATE_FORMAT, "state": json.dumps(meta)})
     path.parent.mkdir(parents=True, exist_ok=True)
     write_atomically(path, data)
 
 
-def load_train_state(path: Path, config: TrainConfig, model: nn.Module,
-                     optimizer: torch.optim.Optimizer) -> dict[str, Any]:
-    """Restore model and optimiser from ``path``; returns the JSON part. Raises TrainStateError."""
+def load_train_state(path: Path, config: TrainConfig, model: nn.Module, optimizer: torch.optim.Optimizer,
+                     parts: Parts | None = None) -> dict[str, Any]:
+    """Restore model, optimiser and ``parts`` from ``path``; returns the JSON part. Raises TrainStateError."""
     hint = "delete it, or start over with --no-resume / a new --out"
     try:
         with safetensors.safe_open(str(path), framework="pt") as f:
@@ -91,20 +92,44 @@ def load_train_state(path: Path, config: TrainConfig, model: nn.Module,
     if changed:
         raise TrainStateError(f"{path} was written with different settings ({'; '.join(changed)}); resume with "
                               f"the same settings, or {hint}")
+    try:
+        _restore("", tensors, meta, model, optimizer)
+        for name, (part_model, part_optimizer) in (parts or {}).items():
+            _restore(f"{name}/", tensors, meta.get("parts", {})[name], part_model, part_optimizer)
+    except (RuntimeError, ValueError, KeyError) as err:
+        raise TrainStateError(f"{path}: does not fit this model/optimiser ({err}); {hint}") from err
+    return meta
+
+
+def _tensors(prefix: str, model: nn.Module, optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor],
+                                                                                      dict[str, Any]]:
+    """``model``'s and ``optimizer``'s tensors under ``prefix``, and the optimiser's JSON part."""
+    tensors = {f"{prefix}model.{n}": t.detach().cpu().contiguous() for n, t in model.state_dict().items()}
+    optim = optimizer.state_dict()
+    scalars = {}
+    for pid, entries in optim["state"].items():
+        for key, value in entries.items():
+            if torch.is_tensor(value):
+                tensors[f"{prefix}optim.{pid}.{key}"] = value.detach().cpu().contiguous()
+            else:
+                scalars[f"{pid}.{key}"] = value
+    return tensors, {"param_groups": optim["param_groups"], "optim_scalars": scalars}
+
+
+def _restore(prefix: str, tensors: dict[str, torch.Tensor], meta: dict[str, Any], model: nn.Module,
+             optimizer: torch.optim.Optimizer) -> None:
+    """Load what :func:`_tensors` saved under ``prefix`` into ``model`` and ``optimizer``."""
     state: dict[int, dict[str, Any]] = {}
     for name, tensor in tensors.items():
-        if name.startswith("optim."):
-            _, pid, key = name.split(".", 2)
+        if name.startswith(f"{prefix}optim."):
+            _, pid, key = name[len(prefix):].split(".", 2)
             state.setdefault(int(pid), {})[key] = tensor
     for name, value in meta["optim_scalars"].items():
         pid, key = name.split(".", 1)
         state.setdefault(int(pid), {})[key] = value
-    try:
-        model.load_state_dict({n[len("model."):]: t for n, t in tensors.items() if n.startswith("model.")})
-        optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
-    except (RuntimeError, ValueError, KeyError) as err:
-        raise TrainStateError(f"{path}: does not fit this model/optimiser ({err}); {hint}") from err
-    return meta
+    start = f"{prefix}model."
+    model.load_state_dict({n[len(start):]: t for n, t in tensors.items() if n.startswith(start)})
+    optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
 
 
 def _config_changes(saved: dict, current: dict) -> list[str]:

@@ -19,7 +19,11 @@ supervised     X                       --
 kd_x           X                       X
 kd_u           --                      U
 kd_xu          X                       X and U
+datafree       --                      X (simulated), see below
 =============  ======================  ==========================
+
+A mode with a mode object (``modes.py``; ``datafree``: Hu et al., arXiv 2208.12464, in ``datafree.py``) builds
+its own batches and may train networks besides the student (saved in the training state); the Trainer asks it.
 """
 
 from __future__ import annotations
@@ -45,15 +49,16 @@ from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from depth_kd import __version__
-from depth_kd.augment import jitter_colour, sample_views, views_intrinsics, warp
+from depth_kd.augment import random_views, views_intrinsics, warp
 from depth_kd.config import ConfigError, TrainConfig
 from depth_kd.data import FrameDataset, TrainingTransform
 from depth_kd.distributed import DistContext, all_reduce_sum, barrier
 from depth_kd.losses import build_loss
 from depth_kd.metrics import METRIC_NAMES, DepthMetricAccumulator, json_metrics
+from depth_kd.modes import open_mode
 from depth_kd.teacher_setup import open_teacher
 from depth_kd.teachers import CacheKey, predict_cached
-from depth_kd.train_data import Stream, open_sources
+from depth_kd.train_data import Stream, open_sources, open_train_sources
 from depth_kd.train_state import STATE_NAME, load_train_state, loop_state, restore_loop_state, save_train_state
 from depth_kd_ros.checkpoint import IMAGENET_MEAN, IMAGENET_STD, ModelInfo, save_checkpoint
 from depth_kd_ros.image_codec import colorize_depth
@@ -130,6 +135,7 @@ class Trainer:
 
         self._open_data()
         self.teacher, self.teacher_record, self.cache = open_teacher(config, device, self.x_data)
+        self.mode = open_mode(config, self.teacher, self._streams(), device, self.ctx)
         self.focal_px = self._canonical_focal()
 
         self._last: tuple[torch.Tensor, torch.Tensor | None, torch.Tensor] | None = None  # for TensorBoard images
@@ -142,11 +148,11 @@ class Trainer:
         c, mode = self.config, self.config.distill.mode
         transform = TrainingTransform(c.model.height, c.model.width)
         b = c.optim.batch_size
-        self.n_aux = {"supervised": 0, "kd_x": 0, "kd_u": b,
+        self.n_aux = {"supervised": 0, "kd_x": 0, "kd_u": b, "datafree": 0,
                       "kd_xu": min(b - 1, max(1, round(c.distill.aux_share * b)))}[mode]
         self.n_x = b - self.n_aux
         pin = self.device.type == "cuda"
-        self.x_data = FrameDataset(open_sources(c.data.train, c, c.data.depth_topic), transform)
+        self.x_data = FrameDataset(open_train_sources(c), transform)
         self.u_data = FrameDataset(open_sources(c.data.aux, c, None), transform)
         self.eval_data = FrameDataset(open_sources(c.data.eval, c, c.data.depth_topic), transform)
         self.x_stream = (Stream(self.x_data, self.n_x, c.run.seed, self.ctx, c.data.num_workers, pin)
@@ -159,6 +165,10 @@ class Trainer:
     def _streams(self) -> dict[str, Stream | None]:
         """The data streams by the names the training state keeps them under."""
         return {"x": self.x_stream, "u": self.u_stream}
+
+    def _state_parts(self) -> dict[str, tuple[nn.Module, torch.optim.Optimizer]]:
+        """What the mode object trains besides the student (saved in the training state)."""
+        return self.mode.state_parts() if self.mode is not None else {}
 
     def _canonical_focal(self) -> float | None:
         """fx (pixels, at the training width) of the canonical camera that all targets are given for.
@@ -190,7 +200,7 @@ class Trainer:
             return
         if not path.exists():
             raise ConfigError(f"--resume: no training state at {path}")
-        state = load_train_state(path, self.config, self.net, self.optimizer)
+        state = load_train_state(path, self.config, self.net, self.optimizer, self._state_parts())
         restore_loop_state(state, self.scheduler, self.scaler, self.amp, self._streams())
         self.step, self.last_metrics = state["step"], state.get("metrics")
         logger.info("resumed from %s at step %d", path, self.step)
@@ -245,13 +255,14 @@ class Trainer:
         accum = self.config.optim.grad_accum
         totals: dict[str, torch.Tensor] = {}
         for micro in range(accum):
-            batch = self._next_batch()
+            batch = self._next_batch(micro)
             sync = micro == accum - 1 or not self.ctx.enabled
             with contextlib.nullcontext() if sync else self.model.no_sync():
                 with torch.autocast("cuda", dtype=torch.float16, enabled=self.amp):
                     pred = self.model(self._normalise(batch["rgb"]))
                 total, terms = self._losses(pred.float(), batch)
                 self.scaler.scale(total / accum).backward()
+            terms.update(batch.get("log", {}))
             for name, value in terms.items():
                 totals[name] = totals.get(name, 0.0) + value / accum
         if self.config.optim.grad_clip:
@@ -264,21 +275,21 @@ class Trainer:
         self._last = (batch["rgb"], batch.get("gt"), pred.detach())
         return totals
 
-    def _next_batch(self) -> dict[str, Any]:
+    def _next_batch(self, micro: int = 0) -> dict[str, Any]:
         """RGB of X then U frames on the device, X's ground truth, and the teacher's targets where needed.
 
         With augmentation on, every frame becomes a random view (augment.py) and its targets follow it. All
-        targets are then expressed for the canonical camera (:meth:`_canonical_factors`).
+        targets are then expressed for the canonical camera (:meth:`_canonical_factors`). A mode object builds
+        the batch itself (modes.py).
         """
+        if self.mode is not None:
+            return self.mode.next_batch(self.step, micro)
         c, mode = self.config, self.config.distill.mode
         parts = [s.next() for s in (self.x_stream, self.u_stream) if s is not None]
         plain = torch.cat([p["rgb"] for p in parts]).to(self.device, non_blocking=True)
         intrinsics = torch.cat([p["intrinsics"] for p in parts])
         a = c.augment
-        views = sample_views(len(plain), a.scale_max, a.flip, a.colour)
-        rgb = warp(plain, views)
-        if a.colour:
-            rgb = jitter_colour(rgb, views)
+        rgb, views = random_views(plain, a.scale_max, a.flip, a.colour)
         intrinsics = views_intrinsics(intrinsics, views, c.model.height, c.model.width)
         factors = self._canonical_factors(intrinsics).to(self.device).view(-1, 1, 1, 1)
         # The last batch of an epoch may be short, so rows are counted from what arrived, not from n_x.
@@ -395,7 +406,8 @@ class Trainer:
         path = self.out / STATE_NAME
         if self.ctx.is_main:
             extra = loop_state(self.step, self.scheduler, self.scaler, self._streams(), self.last_metrics)
-            save_train_state(path, config=self.config, model=self.net, optimizer=self.optimizer, extra=extra)
+            save_train_state(path, config=self.config, model=self.net, optimizer=self.optimizer, extra=extra,
+                             parts=self._state_parts())
             logger.info("step %d: training state written to %s", self.step, path)
         barrier(self.ctx)
         return path

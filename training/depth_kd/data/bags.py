@@ -44,6 +44,9 @@ Rules, applied in this order:
    nearest in stamp within it, else NaN. fx, fy, cx, cy come from K (P if K is zero) and are rescaled
    if the image size differs from the CameraInfo's width/height. A bag without CameraInfo is still usable
    (one warning): fx = fy = ``assumed_fx``, cx = w/2, cy = h/2 if given, else NaN.
+7. **Instance ids** (``instances_topic``, only when asked for: object-wise mixing reads the renderer's
+   ``/camera/instances``): a 16UC1 ``Image`` that must exist, matched by exact header stamp; frames without one
+   are dropped. The frame then has ``instances`` (uint16, 0 = structure).
 
 Frame keys are ``"<bag>|<topic>|<stamp_ns>"`` (``#n`` for the n-th repeat of a stamp among all the topic's
 messages), independent of stride and selection, so the teacher cache stays valid when either changes.
@@ -74,6 +77,7 @@ from depth_kd_ros.image_codec import (
     compressed_to_rgb,
     depth_image_to_metres,
     image_to_rgb,
+    label_image_to_ids,
 )
 
 from .frame import NAN, DataError, Frame, make_frame
@@ -263,6 +267,7 @@ class _Entry(NamedTuple):
     key: str
     depth: _Where | None
     camera: int  # index into BagSource._cameras, -1 = unknown
+    instances: _Where | None = None
 
 
 def _camera_from_msg(msg: Any) -> _Camera:
@@ -275,6 +280,10 @@ def _camera_from_msg(msg: Any) -> _Camera:
     else:
         fx = fy = cx = cy = NAN
     return _Camera(float(fx), float(fy), float(cx), float(cy), int(msg.width), int(msg.height))
+
+
+def _decode_labels(msg: Any) -> np.ndarray:
+    return label_image_to_ids(msg.encoding, msg.height, msg.width, msg.step, msg.data, bool(msg.is_bigendian))
 
 
 def _nearest(sorted_stamps: list[int], stamp: int) -> int:
@@ -304,6 +313,7 @@ class BagSource:
         require_depth: bool = False,
         selection: Selection | None = None,
         assumed_fx: float | None = None,
+        instances_topic: str | None = None,
     ) -> None:
         if stride < 1 or min_gap_s < 0 or depth_tolerance_s < 0:
             raise ValueError(
@@ -326,13 +336,16 @@ class BagSource:
             self.depth_topic = self._pick_depth_topic(topics, depth_topic)
             self.depth_type = topics[self.depth_topic][0] if self.depth_topic else None
             self.camera_info_topic = self._pick_camera_info_topic(topics, camera_info_topic)
-            images, depths, infos = self._scan(reader, stride, int(round(min_gap_s * 1e9)))
+            self.instances_topic = self._check_instances_topic(topics, instances_topic)
+            images, depths, infos, instances = self._scan(reader, stride, int(round(min_gap_s * 1e9)))
         if selection is not None and not images:
             raise BagError(f"{self.path}: {self.topic}{selection.spec()} selects no frames (stride {stride}); "
                            f"the topic has {topics[self.topic][1]} messages")
         self._entries = self._match(images, depths, infos, depth_tolerance_s, camera_info_tolerance_s)
         if require_depth:
             self._entries = [e for e in self._entries if e.depth is not None]
+        if self.instances_topic:
+            self._entries = self._with_instances(self._entries, instances)
         logger.info(
             "%s: %s%s, %d frames kept (stride %d, min gap %.3f s), %d with depth, camera info %s",
             self.path,
@@ -412,6 +425,23 @@ class BagSource:
                   ", ".join(infos), self.topic)
         return None
 
+    def _check_instances_topic(self, topics: dict[str, tuple[str, int]], topic: str | None) -> str | None:
+        if topic is None:
+            return None
+        if topic not in topics or topics[topic][0] != IMAGE:
+            what = f"is {topics[topic][0]}" if topic in topics else "is missing"
+            raise BagError(f"{self.path}: instance-id topic {topic!r} {what}; object-wise mixing needs a 16UC1 "
+                           f"Image of instance ids (as `depth-kd render` writes); topics: {_describe(topics)}")
+        return topic
+
+    def _with_instances(self, entries: list[_Entry], instances: dict[int, _Where]) -> list[_Entry]:
+        """``entries`` that have an instance map of the same stamp, with it; the others are dropped (logged)."""
+        kept = [e._replace(instances=instances[e.stamp_ns]) for e in entries if e.stamp_ns in instances]
+        if len(kept) < len(entries):
+            logger.warning("%s: %d of %d frames have no instance ids on %s and are skipped", self.path,
+                           len(entries) - len(kept), len(entries), self.instances_topic)
+        return kept
+
     def _warn_no_camera_info(self) -> None:
         if self.assumed_fx is None:
             assumption = "intrinsics unknown (NaN); the trainer will assume the teacher's focal length"
@@ -423,14 +453,16 @@ class BagSource:
 
     def _scan(
         self, reader: AnyReader, stride: int, min_gap_ns: int
-    ) -> tuple[list[tuple[_Where, int, str]], list[tuple[int, _Where]], list[tuple[int, _Camera]]]:
-        """One pass in receive order -> kept images (where, stamp, key), depths (stamp, where), infos."""
-        wanted = {t for t in (self.topic, self.depth_topic, self.camera_info_topic) if t}
+    ) -> tuple[list[tuple[_Where, int, str]], list[tuple[int, _Where]], list[tuple[int, _Camera]], dict[int, _Where]]:
+        """One pass in receive order -> kept images (where, stamp, key), depths (stamp, where), infos, instance
+        maps (stamp -> where)."""
+        wanted = {t for t in (self.topic, self.depth_topic, self.camera_info_topic, self.instances_topic) if t}
         connections = [c for c in reader.connections if c.topic in wanted]
         last_time: dict[str, tuple[int, int]] = {}  # topic -> (receive_ns, nth)
         images: list[tuple[_Where, int, str]] = []
         depths: list[tuple[int, _Where]] = []
         infos: list[tuple[int, _Camera]] = []
+        instances: dict[int, _Where] = {}
         repeats: dict[int, int] = {}  # stamp -> how often seen on the image topic so far
         position, first_stamp, last_kept = 0, None, None
         for connection, receive_ns, raw in reader.messages(connections):
@@ -455,7 +487,11 @@ class BagSource:
                 depths.append((stamp, _Where(receive_ns, nth)))
             if topic == self.camera_info_topic:
                 infos.append((stamp, _camera_from_msg(msg)))
-        return images, depths, infos
+            if topic == self.instances_topic:
+                if not instances:
+                    self._decode_checked(msg, topic, stamp, _decode_labels)  # fail early on format
+                instances.setdefault(stamp, _Where(receive_ns, nth))
+        return images, depths, infos, instances
 
     def _selected(self, position: int, offset_ns: int) -> bool:
         s = self.selection
@@ -529,8 +565,15 @@ class BagSource:
                 f"{self.path}: depth on {self.depth_topic} is {depth.shape[1]}x{depth.shape[0]} but the "
                 f"image on {self.topic} is {width}x{height}; use a depth topic registered to the image"
             )
+        labels = None
+        if entry.instances is not None:
+            assert self.instances_topic is not None
+            labels = self._read_decoded(reader, self.instances_topic, entry.instances, entry.stamp_ns, _decode_labels)
+            if labels.shape != (height, width):
+                raise BagError(f"{self.path}: instance ids on {self.instances_topic} are {labels.shape[1]}x"
+                               f"{labels.shape[0]} but the image on {self.topic} is {width}x{height}")
         return make_frame(rgb, self._intrinsics(entry, width, height), entry.stamp_ns, self.source, self.topic,
-                          entry.key, depth)
+                          entry.key, depth, labels)
 
     def _intrinsics(self, entry: _Entry, width: int, height: int) -> tuple[float, float, float, float]:
         """fx, fy, cx, cy at this image size: from CameraInfo, else ``assumed_fx`` for bags without one, else NaN."""

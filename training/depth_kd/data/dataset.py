@@ -104,7 +104,7 @@ def resize_and_crop(frame: Frame, height: int, width: int) -> Frame:
 
     Intrinsics follow image_proc's resize convention (fx, cx times the x scale; fy, cy times the y
     scale) and the crop shifts cx, cy. RGB uses area (shrinking) or bilinear (enlarging) interpolation;
-    depth uses nearest so that invalid (NaN) pixels never mix with valid ones.
+    depth and instance ids use nearest so that invalid (NaN) pixels never mix with valid ones, nor ids blend.
     """
     h, w = frame["rgb"].shape[:2]
     scale = max(height / h, width / w)
@@ -115,8 +115,9 @@ def resize_and_crop(frame: Frame, height: int, width: int) -> Frame:
     out: Frame = dict(frame)  # type: ignore[assignment]
     rows, cols = slice(y0, y0 + height), slice(x0, x0 + width)
     out["rgb"] = cv2.resize(frame["rgb"], (new_w, new_h), interpolation=interp)[rows, cols]
-    if "depth" in frame:
-        out["depth"] = cv2.resize(frame["depth"], (new_w, new_h), interpolation=cv2.INTER_NEAREST)[rows, cols]
+    for key in ("depth", "instances"):
+        if key in frame:
+            out[key] = cv2.resize(frame[key], (new_w, new_h), interpolation=cv2.INTER_NEAREST)[rows, cols]
     out["fx"], out["fy"] = frame["fx"] * sx, frame["fy"] * sy
     out["cx"], out["cy"] = frame["cx"] * sx - x0, frame["cy"] * sy - y0
     return out
@@ -127,7 +128,8 @@ class TrainingTransform:
 
     Keys: ``rgb`` float32 3 x H x W in [0, 1]; ``depth`` float32 1 x H x W metres, all NaN when the
     frame has none; ``has_depth`` bool; ``intrinsics`` float32 [fx, fy, cx, cy] (NaN if unknown);
-    ``stamp_ns`` int; ``key``, ``source``, ``topic`` str.
+    ``stamp_ns`` int; ``key``, ``source``, ``topic`` str; and ``instances`` int64 1 x H x W only when the frame
+    has instance ids (a source opened with ``instances_topic``).
     """
 
     def __init__(self, height: int, width: int) -> None:
@@ -141,7 +143,7 @@ class TrainingTransform:
         else:
             depth = torch.full((1, self.height, self.width), float("nan"))
         intrinsics = torch.tensor([frame["fx"], frame["fy"], frame["cx"], frame["cy"]], dtype=torch.float32)
-        return {
+        sample = {
             "rgb": rgb,
             "depth": depth,
             "has_depth": torch.tensor("depth" in frame),
@@ -151,3 +153,6 @@ class TrainingTransform:
             "source": frame["source"],
             "topic": frame["topic"],
         }
+        if "instances" in frame:
+            sample["instances"] = torch.from_numpy(frame["instances"].astype(np.int64))[None]
+        return sample

@@ -11,6 +11,10 @@ device. It does its own normalisation and resizing. `output_kind` says how to re
 never served for another. `focal_norm` is the focal length a metric output assumes, as fx / image width
 (NYU's Kinect: 518.8579 / 640 = 0.8107), or None when unknown: metric depth from one image is only right for
 a camera with that field of view, so the record of a distillation run keeps it.
+
+`network` is the torch module behind a teacher that runs in torch (checkpoint and transformers teachers), None
+for ONNX and TFLite. Data-free distillation needs it: it reads the BatchNorm layers' running statistics and
+back-propagates through the teacher to its input with `forward` (the differentiable `predict`).
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from typing import Literal
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 OutputKind = Literal["metric", "relative_inverse"]
 OUTPUT_KINDS: tuple[str, ...] = ("metric", "relative_inverse")
@@ -31,17 +36,23 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 class Teacher(ABC):
-    """Base class: validates input, runs `_predict` without autograd and resizes its output back."""
+    """Base class: validates input, runs `_predict` without autograd (`forward`: with it) and resizes its output
+    back."""
 
     name: str
     cache_id: str
     output_kind: OutputKind
     device: torch.device
     focal_norm: float | None = None  # fx / width that the metric output assumes; None = unknown
+    network: nn.Module | None = None  # the torch module `_predict` runs, if it runs in torch
 
     @torch.no_grad()
     def predict(self, rgb: torch.Tensor) -> torch.Tensor:
         """RGB in [0, 1], N x 3 x H x W -> float32 N x 1 x H x W on `self.device`."""
+        return self.forward(rgb)
+
+    def forward(self, rgb: torch.Tensor) -> torch.Tensor:
+        """`predict` with autograd: differentiable with respect to `rgb` when `network` is a torch module."""
         if rgb.dim() != 4 or rgb.shape[1] != 3 or not rgb.is_floating_point():
             raise ValueError(f"expected a float N x 3 x H x W RGB tensor, got {rgb.dtype} {tuple(rgb.shape)}")
         height, width = rgb.shape[-2:]

@@ -150,6 +150,7 @@ class HfTeacher(Teacher):
         self.preprocess = preprocess
         model = AutoModelForDepthEstimation.from_pretrained(path, local_files_only=True)
         self.model = model.to(self.device).eval()
+        self.network = self.model
 
         weights = sorted(p for p in path.iterdir() if p.suffix in (".safetensors", ".bin"))
         files = [path / "config.json", *weights]

@@ -29,6 +29,7 @@ class MffTeacher(Teacher):
         self.device = torch.device(device)
         model, info = load_checkpoint(checkpoint, map_location=self.device)
         self.model = model.eval()
+        self.network = self.model
         self.info: ModelInfo = info
         self.input_size = input_size or (info.input_height, info.input_width)
         self.focal_norm = None if info.focal_px is None else info.focal_px / info.input_width

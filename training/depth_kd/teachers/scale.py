@@ -137,9 +137,10 @@ class ScaledTeacher(Teacher):
             raise ValueError(f"{teacher.name} is already {teacher.output_kind}; nothing to scale")
         self.teacher, self.scale_shift, self.max_depth = teacher, scale_shift, max_depth
         self.device = teacher.device
+        self.network = teacher.network
         self.name = f"{teacher.name}+scale"
         params = repr((scale_shift.scale, scale_shift.shift, max_depth))
         self.cache_id = f"{teacher.cache_id}-{digest([], extra=params, length=8)}"
 
     def _predict(self, rgb: torch.Tensor) -> torch.Tensor:
-        return self.scale_shift.apply(self.teacher.predict(rgb), self.max_depth)
+        return self.scale_shift.apply(self.teacher.forward(rgb), self.max_depth)
