@@ -248,7 +248,7 @@ def label_image_to_ids(
 ) -> np.ndarray:
     """Decode a 16UC1 / mono16 label image (e.g. the renderer's instance ids) to uint16 (height, width) as is."""
     if encoding not in ("16UC1", "mono16"):
-        raise ImageDecodeError(f"unsupported label image encoding {encoding!r}; supported: 16UC1, mono16")
+        raise ImageDecodeError(f"unsupported label image encoding {_quote(encoding)}; supported: 16UC1, mono16")
     dtype = np.dtype(">u2" if is_bigendian else "<u2")
     return _pixel_view(encoding, height, width, step, data, 1, dtype)[..., 0].astype(np.uint16)
 

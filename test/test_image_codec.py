@@ -154,7 +154,7 @@ def test_grayscale_png_gives_three_equal_channels():
     "fmt, data, fragment",
     [
         ("jpeg", b"", "empty"),
-        ("jpeg", b"not an image at all", "19 bytes of 'jpeg' data \\(first bytes 6e6f7420616e2069\\) are not a PNG or JPEG"),
+        ("jpeg", b"not an image at all", r"19 bytes of 'jpeg' data \(first bytes 6e6f7420616e2069\) are not a PNG"),
         ("tiff", b"II*\x00" + b"\x00" * 16, "not a PNG or JPEG"),  # OpenCV could, but its size is unchecked
         ("16UC1; compressedDepth png", b"\x00" * 20, "compressedDepth"),
     ],
