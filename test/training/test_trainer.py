@@ -167,7 +167,8 @@ def test_supervised_training_lowers_the_loss_and_writes_a_node_checkpoint(tmp_pa
     before = _gt_loss(trainer, frames)
     final = trainer.train()
     after = _gt_loss(trainer, frames)
-    assert after < before - 0.1, (before, after)
+    # 40 steps lower it by 0.05 (1 thread) to over 0.1 (2 threads): float summation order differs
+    assert after < before - 0.03, (before, after)
 
     assert final == tmp_path / "run" / "final.safetensors"
     model, info = load_checkpoint(final)
