@@ -31,6 +31,7 @@ __all__ = [
     "compressed_depth_to_metres",
     "compressed_to_rgb",
     "depth_image_to_metres",
+    "depth_to_16uc1",
     "image_to_rgb",
     "label_image_to_ids",
 ]
@@ -333,6 +334,16 @@ def compressed_depth_to_metres(fmt: str, data: Any) -> np.ndarray:
     depth = raw.astype(np.float32) / np.float32(1000.0)
     depth[raw == 0] = np.nan
     return depth
+
+
+def depth_to_16uc1(depth: np.ndarray) -> np.ndarray:
+    """Metres (NaN = invalid) -> uint16 millimetres with 0 = invalid, as REP 118's 16UC1 (what
+    depthimage_to_laserscan, depth_image_proc and rtabmap take). Rounded to the nearest millimetre; depth that
+    does not fit (non-finite, under 0.5 mm, over 65.535 m) becomes 0."""
+    with np.errstate(invalid="ignore"):
+        millimetres = np.rint(depth * np.float32(1000.0))
+        valid = (millimetres >= 1) & (millimetres <= 65535)
+    return np.where(valid, millimetres, 0).astype(np.uint16)
 
 
 def colorize_depth(depth: np.ndarray, min_depth: float, max_depth: float) -> np.ndarray:

@@ -1,6 +1,6 @@
 """depth_node: camera images in, metric depth image, camera info, point cloud and diagnostics out.
 
-A thin ROS shell over plain functions (image_codec, inference, pointcloud, camera_info). Images arrive as
+A thin ROS shell over the per-frame functions of pipeline.py (shared with `depth-kd infer`). Images arrive as
 CDR bytes; the callback only parks the newest one in a one-slot mailbox and a worker thread does all the
 work (parse, decode, infer, publish), so a slow model drops frames (counted) instead of building a queue or
 growing latency. The image subscription exists only while someone listens to an output, as in
@@ -18,9 +18,7 @@ import threading
 import time
 from pathlib import Path
 
-import numpy as np
 import rclpy
-from builtin_interfaces.msg import Time
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rclpy.event_handler import PublisherEventCallbacks
 from rclpy.executors import ExternalShutdownException
@@ -29,12 +27,11 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 from std_msgs.msg import Header
 
-from depth_kd_ros.camera_info import IntrinsicsError, camera_info_for_image
-from depth_kd_ros.image_codec import ImageDecodeError, colorize_depth, compressed_to_rgb, image_to_rgb
+from depth_kd_ros import pipeline
+from depth_kd_ros.camera_info import IntrinsicsError
+from depth_kd_ros.image_codec import ImageDecodeError
 from depth_kd_ros.inference import DepthEstimator
 from depth_kd_ros.params import NodeParams, declare_parameters, depth_limits
-from depth_kd_ros.pointcloud import cloud_fields, depth_to_cloud
-from depth_kd_ros.serialized import MessageParseError, cloud_cdr, depth_image_cdr, image_cdr, parse_cdr
 from depth_kd_ros.stats import FrameStats
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
@@ -141,55 +138,45 @@ class DepthNode(Node):
         return any(p is not None and p.get_subscription_count() > 0 for p in pubs)
 
     def process(self, raw: bytes, arrived: float | None = None) -> None:
-        """Parse, decode, infer and publish one frame (CDR bytes): the whole per-frame path, top to bottom.
+        """Decode, infer and publish one frame (CDR bytes): the whole per-frame path (pipeline.py), top to bottom.
 
         ``arrived``: perf_counter() when the callback took the frame; each stage's time goes to /diagnostics.
         """
         started = time.perf_counter()
         if not self._outputs_wanted():  # the last subscriber left since this frame arrived
             return
-        limit = self.params.max_image_pixels
+        p = self.params
         try:
-            if self.params.image_transport == "compressed":
-                msg = parse_cdr(raw, "sensor_msgs/msg/CompressedImage")
-                rgb = compressed_to_rgb(msg.format, msg.data, max_pixels=limit)
-            else:
-                msg = parse_cdr(raw, "sensor_msgs/msg/Image")
-                rgb = image_to_rgb(msg.encoding, msg.height, msg.width, msg.step, msg.data,
-                                   bool(msg.is_bigendian), max_pixels=limit)
-        except (MessageParseError, ImageDecodeError) as error:
+            header, rgb = pipeline.decode_image(raw, p.image_transport == "compressed", p.max_image_pixels)
+        except ImageDecodeError as error:
             self._bad_input("image", f"bad image on {self._image_topic()}: {error}")
             return
         height, width = rgb.shape[:2]
-        header = Header(stamp=Time(sec=msg.header.stamp.sec, nanosec=msg.header.stamp.nanosec),
-                        frame_id=msg.header.frame_id)
 
-        info, intrinsics = self._camera_info, None
-        if info is None:
+        info, intrinsics = None, None
+        if self._camera_info is None:
             self._bad_input("no_camera_info", "no CameraInfo received yet: publishing depth, points wait")
         else:
-            try:  # a CameraInfo that does not fit the image gives no points and no metric rescale
-                info, intrinsics = camera_info_for_image(info, width, height)
-                info.header = header
-            except IntrinsicsError as error:
-                info = None
+            try:
+                info, intrinsics = pipeline.fit_camera_info(self._camera_info, header, width, height)
+            except IntrinsicsError as error:  # no points, no depth/camera_info, no metric rescale with it
                 self._bad_input("camera_info", f"unusable CameraInfo on {self.resolve_topic_name('camera_info')}: "
                                 f"{error}")
 
         decoded = time.perf_counter()
-        fx = intrinsics[0] if (intrinsics and self.params.metric_rescale) else None
-        depth = self.estimator.predict(rgb, fx=fx)
-        self._apply_depth_limits(depth)
+        near_far = self._depth_range()
+        fx = intrinsics[0] if (intrinsics and p.metric_rescale) else None
+        depth = pipeline.estimate_depth(self.estimator, rgb, fx, near_far if (p.min_depth or p.max_depth) else None)
         inferred = time.perf_counter()
 
         if self.pub_depth.get_subscription_count():
-            self.pub_depth.publish(depth_image_cdr(header, depth))
+            self.pub_depth.publish(pipeline.depth_image(header, depth, p.depth_encoding))
         if info is not None and self.pub_info.get_subscription_count():
             self.pub_info.publish(info)
         if intrinsics and self.pub_points.get_subscription_count():
-            self.pub_points.publish(self._cloud_msg(header, depth, rgb, intrinsics))
+            self.pub_points.publish(pipeline.cloud(header, depth, rgb, intrinsics, p.points_rgb, p.points_decimation))
         if self.pub_colored is not None and self.pub_colored.get_subscription_count():
-            self.pub_colored.publish(image_cdr(header, "bgr8", colorize_depth(depth, *self._depth_range())))
+            self.pub_colored.publish(pipeline.colored(header, depth, *near_far))
         done = time.perf_counter()
         if height * width * 2 < self._last_pixels:  # after a much larger frame, give its buffers back
             release_free_memory()
@@ -200,19 +187,6 @@ class DepthNode(Node):
 
     def _depth_range(self) -> tuple[float, float]:
         return depth_limits(self.params, (self.estimator.info.min_depth, self.estimator.info.max_depth))
-
-    def _apply_depth_limits(self, depth: np.ndarray) -> None:
-        """User limits tighter than the model's own: outside them is invalid (NaN), per REP 118."""
-        if self.params.min_depth or self.params.max_depth:
-            lo, hi = self._depth_range()
-            with np.errstate(invalid="ignore"):
-                depth[(depth < lo) | (depth > hi)] = np.nan
-
-    def _cloud_msg(self, header: Header, depth: np.ndarray, rgb: np.ndarray, intrinsics) -> bytes:
-        with_rgb = self.params.points_rgb
-        points = depth_to_cloud(depth, *intrinsics, rgb=rgb if with_rgb else None,
-                                decimation=self.params.points_decimation)
-        return cloud_cdr(header, points, cloud_fields(with_rgb))
 
     # --- bad input and diagnostics ---------------------------------------------------------------------
     def _image_topic(self) -> str:

@@ -33,6 +33,7 @@ class NodeParams:
     min_depth: float = 0.0
     max_depth: float = 0.0
     metric_rescale: bool = True
+    depth_encoding: str = "32FC1"
     publish_colored: bool = True
     points_rgb: bool = False
     points_decimation: int = 1
@@ -61,6 +62,9 @@ _SPECS: dict[str, tuple[str, bool, object]] = {
     "max_depth": ("Far limit in metres, inside the model's range (farther = invalid); 0 = the model's own.",
                   False, (0.0, 1000.0, 0.0)),
     "metric_rescale": ("Scale depth by fx_camera / fx_model when CameraInfo is known.", False, None),
+    "depth_encoding": ("depth/image as 32FC1 (metres, NaN = invalid) or 16UC1 (millimetres, 0 = invalid), "
+                       "REP 118; 16UC1 is what depthimage_to_laserscan, depth_image_proc and rtabmap take.",
+                       False, ("32FC1", "16UC1")),
     "publish_colored": ("Advertise depth/colored, a bgr8 colour map for viewing.", True, None),
     "points_rgb": ("Add packed rgb to depth/points (point_step 32 instead of 16).", False, None),
     "points_decimation": ("Keep every N-th row and column in depth/points.", False, (1, 16, 1)),

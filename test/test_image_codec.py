@@ -17,6 +17,7 @@ from depth_kd_ros.image_codec import (
     compressed_image_size,
     compressed_to_rgb,
     depth_image_to_metres,
+    depth_to_16uc1,
     image_to_rgb,
 )
 
@@ -340,3 +341,14 @@ def test_colorize_depth_near_warm_far_cold_nan_black():
 def test_colorize_depth_rejects_bad_range():
     with pytest.raises(ValueError, match="min_depth=2.0, max_depth=2.0"):
         colorize_depth(np.ones((2, 2), np.float32), 2.0, 2.0)
+
+
+def test_depth_to_16uc1_millimetres_rounded_and_zero_for_invalid():
+    metres = np.array([[1.0, 1.2344, 1.2346, 0.0004, 65.535, 65.536, np.nan, np.inf, -2.0, 0.0]], np.float32)
+    out = depth_to_16uc1(metres)
+    assert out.dtype == np.uint16 and out.shape == metres.shape
+    np.testing.assert_array_equal(out, [[1000, 1234, 1235, 0, 65535, 0, 0, 0, 0, 0]])
+    # and back through the decoder: millimetres -> metres, 0 -> NaN
+    back = depth_image_to_metres("16UC1", 1, 10, 20, out.tobytes())
+    np.testing.assert_allclose(back[0, :3], [1.0, 1.234, 1.235], rtol=1e-6)
+    assert np.isnan(back[0, 3]) and np.isnan(back[0, 6:]).all()

@@ -205,6 +205,23 @@ def test_parameters_reject_invalid_runtime_changes(raw_node):
     assert _set_parameter(peer, "max_depth", 0.0) == (True, "")
 
 
+def test_depth_encoding_16uc1_is_millimetres_of_the_same_depth(raw_node):
+    node, peer = raw_node
+    rgb = _frame(8)
+    metres = np.frombuffer(peer.send_and_wait(make_image(rgb, stamp_of(time.time()))).data, np.float32)
+    assert _set_parameter(peer, "depth_encoding", "16UC1") == (True, "")
+    try:
+        depth = peer.send_and_wait(make_image(rgb, stamp_of(time.time())))
+        assert (depth.encoding, depth.step, depth.width) == ("16UC1", 2 * WIDTH, WIDTH), node.log()
+        millimetres = np.frombuffer(depth.data, np.uint16)
+        expected = np.where(np.isfinite(metres), np.rint(metres * 1000), 0)
+        np.testing.assert_array_equal(millimetres, expected.astype(np.uint16))
+        ok, reason = _set_parameter(peer, "depth_encoding", "16UC2")
+        assert not ok and "32FC1, 16UC1" in reason
+    finally:
+        _set_parameter(peer, "depth_encoding", "32FC1")
+
+
 def test_points_rgb_and_decimation_switch_at_runtime(raw_node):
     node, peer = raw_node
     peer.pub_info.publish(make_camera_info(WIDTH, HEIGHT, FX))
