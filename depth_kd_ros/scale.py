@@ -70,15 +70,18 @@ def scale_from_ground(
     up: np.ndarray,
     max_tilt_deg: float = 15.0,
     inlier_tolerance: float = 0.03,
+    floor_share: float = 0.25,
     points: int = 3000,
-    hypotheses: int = 128,
+    hypotheses: int = 256,
     seed: int = 0,
     min_support: int = MIN_SUPPORT,
 ) -> ScaleEstimate | None:
-    """Scale from the floor: RANSAC over planes through three of the lower image's points, keeping those whose
-    normal is within ``max_tilt_deg`` of ``up``; inliers lie within ``inlier_tolerance`` x the plane's distance
-    (scale-free, as the prediction's scale is what is unknown). The best plane is refined by least squares
-    over its inliers. Deterministic for a given ``seed``."""
+    """Scale from the floor: RANSAC over level planes (normal = ``up``, known from the camera's pitch) through
+    one of the lower image's points each; inliers lie within ``inlier_tolerance`` x the plane's distance
+    (scale-free, as the prediction's scale is what is unknown). Of the planes with at least ``floor_share`` of
+    the best one's inliers, the lowest is the floor; its distance is the median over its inliers, and their own
+    least-squares plane must face up within ``max_tilt_deg`` (a floor, not a level band of clutter).
+    Deterministic for a given ``seed``."""
     fx, fy, cx, cy = intrinsics
     height, width = depth.shape
     top = max(int(cy), height // 2)  # the floor is below the horizon; the lower half at least
@@ -95,29 +98,24 @@ def scale_from_ground(
     xyz = np.stack([(u.reshape(-1)[index] - cx) * zs / fx, (v.reshape(-1)[index] - cy) * zs / fy, zs], axis=1)
 
     up = np.asarray(up, np.float64) / np.linalg.norm(up)
-    sample = xyz[rng.integers(0, len(xyz), (hypotheses, 3))]  # (H, 3 points, xyz)
-    normals = np.cross(sample[:, 1] - sample[:, 0], sample[:, 2] - sample[:, 0])
-    lengths = np.linalg.norm(normals, axis=1)
-    ok = lengths > 1e-12
-    normals[ok] /= lengths[ok, None]
-    normals *= np.where(normals @ up < 0, -1.0, 1.0)[:, None]  # point them up
-    distance = -np.einsum("hk,hk->h", normals, sample[:, 0])  # floor below: up . p = -distance
-    ok &= (normals @ up >= math.cos(math.radians(max_tilt_deg))) & (distance > 0)
-    if not ok.any():
+    below = -(xyz @ up)  # each point's distance below the camera along up; floor points share one value
+    hypotheses_m = below[rng.integers(0, len(below), hypotheses)]
+    hypotheses_m = hypotheses_m[hypotheses_m > 0]
+    if not hypotheses_m.size:
         return None
-    errors = np.abs(xyz @ normals[ok].T + distance[ok])  # (N, H ok)
-    inliers = errors < inlier_tolerance * distance[ok]
-    best = int(np.argmax(inliers.sum(axis=0)))
-    chosen = xyz[inliers[:, best]]
-    if len(chosen) < min_support:
-        return None
-    centroid = chosen.mean(axis=0)
+    inliers = np.abs(below[:, None] - hypotheses_m[None, :]) < inlier_tolerance * hypotheses_m[None, :]
+    # Table tops and beds are level too: of the well-supported levels, the floor is the lowest; then its best fit.
+    counts = inliers.sum(axis=0)
+    supported = counts >= max(min_support, floor_share * counts.max())
+    lowest = hypotheses_m[supported].max()
+    floor = supported & (hypotheses_m >= lowest * (1 - 2 * inlier_tolerance))
+    chosen = xyz[inliers[:, int(np.argmax(np.where(floor, counts, -1)))]]
+    plane_distance = float(np.median(-(chosen @ up)))
+    centroid = chosen.mean(axis=0)  # is it a plane facing up, not a level band of clutter?
     normal = np.linalg.svd(chosen - centroid, full_matrices=False)[2][-1]
-    normal = normal if normal @ up >= 0 else -normal
-    plane_distance = float(-normal @ centroid)
-    if plane_distance <= 0 or normal @ up < math.cos(math.radians(max_tilt_deg)):
+    if len(chosen) < min_support or abs(normal @ up) < math.cos(math.radians(max_tilt_deg)):
         return None
-    residual = float(np.median(np.abs(chosen @ normal + plane_distance)) / plane_distance)
+    residual = float(np.median(np.abs(chosen @ up + plane_distance)) / plane_distance)
     return ScaleEstimate(scale=camera_height / plane_distance, support=len(chosen), residual=residual)
 
 
