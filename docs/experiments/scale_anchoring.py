@@ -2,10 +2,10 @@
 
     .venv/bin/python docs/experiments/scale_anchoring.py [--shared ../shared] [--frames 60] > table.md
 
-1. Rendered (``indoor``, handheld camera, 320x240): the default student with a deliberately wrong scale
-   (x1.5), without anchoring, with ``scale_source: depth`` (the ground truth kept at ~1% of pixels, a sparse
-   sensor) and with ``scale_source: ground`` (the camera's true height above the floor and its up direction,
-   from the rendered pose: what /tf or the camera_height / camera_pitch parameters give the node).
+1. Rendered (``indoor``, a robot's level camera 0.45 m above the floor, 320x240): the default student with a
+   deliberately wrong scale (x1.5), without anchoring, with ``scale_source: depth`` (the ground truth kept at
+   ~1% of pixels, a sparse sensor) and with ``scale_source: ground`` (the camera's true height above the floor
+   and its up direction, from the rendered pose: what the camera_height / camera_pitch parameters give).
 2. Real (the redkitchen recording's test part, frames 350-499): the default student as it is, without and
    with ``depth`` (the sensor's depth at ~1% of pixels). No ``ground`` row: the handheld camera's height is
    unknown.
@@ -49,8 +49,8 @@ def rendered(frames: int) -> Iterator[tuple[np.ndarray, np.ndarray, tuple, float
 
 
 def real(shared: Path) -> Iterator[tuple[np.ndarray, np.ndarray, tuple, None, None]]:
-    source = open_source(f"{shared}/data/real/bags/redkitchen_7scenes#frames=350:500", depth_topic="/camera/depth/image",
-                         require_depth=True)
+    source = open_source(f"{shared}/data/real/bags/redkitchen_7scenes#frames=350:500",
+                         depth_topic="/camera/depth/image", require_depth=True)
     for index in range(len(source)):
         f = source.load(index)
         yield f["rgb"], f["depth"], (f["fx"], f["fy"], f["cx"], f["cy"]), None, None
