@@ -13,9 +13,11 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import os
+import struct
 import sys
 import threading
 import time
+from collections import deque
 from pathlib import Path
 
 import rclpy
@@ -25,13 +27,15 @@ from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
-from std_msgs.msg import Header
+from std_msgs.msg import Float32, Header
 
 from depth_kd_ros import pipeline
 from depth_kd_ros.camera_info import IntrinsicsError
-from depth_kd_ros.image_codec import ImageDecodeError
+from depth_kd_ros.image_codec import ImageDecodeError, compressed_depth_to_metres, depth_image_to_metres
 from depth_kd_ros.inference import DepthEstimator
 from depth_kd_ros.params import NodeParams, declare_parameters, depth_limits
+from depth_kd_ros.scale import ScaleEstimate, ScaleFilter, scale_from_depth, scale_from_ground, up_from_pitch
+from depth_kd_ros.serialized import parse_cdr
 from depth_kd_ros.stats import FrameStats
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
@@ -40,6 +44,7 @@ DEFAULT_WEIGHTS = {"onnxruntime": WEIGHTS_DIR / "student_default.onnx",
 DDS_PROFILE = "fastdds.xml"  # in config/: a shared-memory segment large enough for whole camera frames
 BAD_INPUT_LOG_PERIOD_S = 5.0  # per kind of problem; the rest are counted, and the next log line says how many
 LOG_QUOTE_CHARS = 300  # a log line quotes at most this much of a problem's description
+METRIC_DEPTH_KEPT = 8  # recent metric depth messages kept for matching by stamp
 SUBSCRIBER_CHECK_PERIOD_S = 1.0  # a fallback for middlewares without matched events
 
 
@@ -87,6 +92,7 @@ class DepthNode(Node):
                          else qos_profile_sensor_data.reliability),
         )
         self.create_subscription(CameraInfo, "camera_info", self._on_camera_info, self._in_qos)
+        self._anchoring_setup()
         self._image_sub = None
         self._update_image_subscription()
         self.create_timer(SUBSCRIBER_CHECK_PERIOD_S, self._update_image_subscription)
@@ -166,7 +172,9 @@ class DepthNode(Node):
         decoded = time.perf_counter()
         near_far = self._depth_range()
         fx = intrinsics[0] if (intrinsics and p.metric_rescale) else None
-        depth = pipeline.estimate_depth(self.estimator, rgb, fx, near_far if (p.min_depth or p.max_depth) else None)
+        depth = pipeline.estimate_depth(self.estimator, rgb, fx)
+        scale = self._anchor(depth, header, intrinsics)
+        depth = pipeline.finish_depth(depth, scale, near_far if (p.min_depth or p.max_depth) else None)
         inferred = time.perf_counter()
 
         if self.pub_depth.get_subscription_count():
@@ -187,6 +195,64 @@ class DepthNode(Node):
 
     def _depth_range(self) -> tuple[float, float]:
         return depth_limits(self.params, (self.estimator.info.min_depth, self.estimator.info.max_depth))
+
+    # --- metric anchoring (scale_source) ------------------------------------------------------------------
+    def _anchoring_setup(self) -> None:
+        self.scale_filter = ScaleFilter() if self.params.scale_source != "none" else None
+        self._scale_estimate: ScaleEstimate | None = None
+        self._frames_without_scale = 0
+        self._metric_depths: deque[tuple[int, bytes]] = deque(maxlen=METRIC_DEPTH_KEPT)  # (stamp ns, CDR)
+        if self.scale_filter is None:
+            return
+        self.pub_scale = self.create_publisher(Float32, "depth/scale", 10)
+        if self.params.scale_source == "depth":
+            compressed = self.params.metric_depth_transport == "compressedDepth"
+            self.create_subscription(CompressedImage if compressed else Image,
+                                     "metric_depth/compressedDepth" if compressed else "metric_depth",
+                                     self._on_metric_depth, self._in_qos, raw=True)
+
+    def _on_metric_depth(self, raw: bytes) -> None:
+        if len(raw) < 12:
+            self._bad_input("metric_depth", f"metric depth message of {len(raw)} bytes has no header")
+            return
+        self._metric_depths.append((_cdr_stamp_ns(raw), raw))
+
+    def _measure_scale(self, depth, header: Header, intrinsics) -> ScaleEstimate | None:
+        """This frame's scale from the configured source, or None when it offers too little support."""
+        p = self.params
+        if p.scale_source == "ground":
+            return None if not intrinsics else scale_from_ground(depth, intrinsics, p.camera_height,
+                                                                 up_from_pitch(p.camera_pitch))
+        stamp = header.stamp.sec * 1_000_000_000 + header.stamp.nanosec
+        candidates = [(abs(s - stamp), raw) for s, raw in list(self._metric_depths)]
+        gap, raw = min(candidates, default=(None, None), key=lambda c: c[0])
+        if raw is None or gap > p.metric_depth_tolerance * 1e9:
+            return None
+        try:
+            if p.metric_depth_transport == "compressedDepth":
+                msg = parse_cdr(raw, "sensor_msgs/msg/CompressedImage")
+                metric = compressed_depth_to_metres(msg.format, msg.data)
+            else:
+                msg = parse_cdr(raw, "sensor_msgs/msg/Image")
+                metric = depth_image_to_metres(msg.encoding, msg.height, msg.width, msg.step, msg.data,
+                                               bool(msg.is_bigendian))
+        except ValueError as error:  # ImageDecodeError, MessageParseError
+            self._bad_input("metric_depth", f"bad metric depth on {self.resolve_topic_name('metric_depth')}: {error}")
+            return None
+        return scale_from_depth(depth, metric)
+
+    def _anchor(self, depth, header: Header, intrinsics) -> float:
+        """The smoothed metric scale for this frame (1.0 without anchoring), published on depth/scale."""
+        if self.scale_filter is None:
+            return 1.0
+        estimate = self._measure_scale(depth, header, intrinsics)
+        if estimate is None:
+            self._frames_without_scale += 1
+        else:
+            self._scale_estimate = estimate
+        scale = self.scale_filter.update(estimate)
+        self.pub_scale.publish(Float32(data=float(scale)))
+        return scale
 
     # --- bad input and diagnostics ---------------------------------------------------------------------
     def _image_topic(self) -> str:
@@ -232,6 +298,7 @@ class DepthNode(Node):
             "bad inputs": str(sum(report.bad_inputs.values())),
             **{f"bad inputs: {k}": str(v) for k, v in sorted(report.bad_inputs.items())},
             "last bad input": report.last_bad_input,
+            **self._scale_diagnostics(),
             **{f"stage: {k} mean (ms)": f"{v:.2f}" for k, v in report.stage_ms_mean.items()},
         }
         status = DiagnosticStatus(
@@ -241,6 +308,16 @@ class DepthNode(Node):
         )
         header = Header(stamp=self.get_clock().now().to_msg())
         self.pub_diag.publish(DiagnosticArray(header=header, status=[status]))
+
+    def _scale_diagnostics(self) -> dict[str, str]:
+        if self.scale_filter is None:
+            return {}
+        last = self._scale_estimate
+        return {"scale source": self.params.scale_source, "scale": f"{self.scale_filter.current:.4f}",
+                "scale support (last)": str(last.support if last else 0),
+                "scale residual (last)": f"{last.residual:.4f}" if last else "",
+                "scale: frames without support": str(self._frames_without_scale),
+                "scale: outliers rejected": str(self.scale_filter.rejected)}
 
     def destroy_node(self) -> None:
         with self._mailbox_ready:
@@ -260,6 +337,12 @@ def default_model(backend: str) -> Path:
         else:
             backend = "onnxruntime"
     return DEFAULT_WEIGHTS[backend]
+
+
+def _cdr_stamp_ns(raw: bytes) -> int:
+    """header.stamp of a serialised message that starts with a std_msgs/Header (after CDR's 4-byte encapsulation)."""
+    sec, nanosec = struct.unpack_from("<iI", raw, 4)
+    return sec * 1_000_000_000 + nanosec
 
 
 def release_free_memory() -> None:

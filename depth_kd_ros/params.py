@@ -34,6 +34,11 @@ class NodeParams:
     max_depth: float = 0.0
     metric_rescale: bool = True
     depth_encoding: str = "32FC1"
+    scale_source: str = "none"
+    metric_depth_transport: str = "raw"
+    metric_depth_tolerance: float = 0.05
+    camera_height: float = 0.0
+    camera_pitch: float = 0.0
     publish_colored: bool = True
     points_rgb: bool = False
     points_decimation: int = 1
@@ -65,6 +70,17 @@ _SPECS: dict[str, tuple[str, bool, object]] = {
     "depth_encoding": ("depth/image as 32FC1 (metres, NaN = invalid) or 16UC1 (millimetres, 0 = invalid), "
                        "REP 118; 16UC1 is what depthimage_to_laserscan, depth_image_proc and rtabmap take.",
                        False, ("32FC1", "16UC1")),
+    "scale_source": ("Metric anchoring at run time: none | depth (a registered metric depth topic, metric_depth, "
+                     "any resolution, sparse allowed) | ground (a flat floor camera_height below the camera).", True,
+                     ("none", "depth", "ground")),
+    "metric_depth_transport": ("raw: metric_depth (Image, 16UC1 or 32FC1) | compressedDepth: "
+                               "metric_depth/compressedDepth.", True, ("raw", "compressedDepth")),
+    "metric_depth_tolerance": ("Seconds between an image's stamp and the metric depth it is matched with.", False,
+                               (0.0, 10.0, 0.0)),
+    "camera_height": ("scale_source ground: the camera's height above the floor in metres.", False,
+                      (0.0, 100.0, 0.0)),
+    "camera_pitch": ("scale_source ground: how far the camera looks down, radians (0 = level).", False,
+                     (-1.5, 1.5, 0.0)),
     "publish_colored": ("Advertise depth/colored, a bgr8 colour map for viewing.", True, None),
     "points_rgb": ("Add packed rgb to depth/points (point_step 32 instead of 16).", False, None),
     "points_decimation": ("Keep every N-th row and column in depth/points.", False, (1, 16, 1)),
@@ -91,6 +107,8 @@ def _check(values: NodeParams) -> str | None:
         value = getattr(values, name)
         if isinstance(allowed, tuple) and isinstance(allowed[0], str) and value not in allowed:
             return f"{name} must be one of {', '.join(allowed)}, got '{value}'"
+    if values.scale_source == "ground" and values.camera_height <= 0:
+        return "scale_source ground needs camera_height (metres above the floor) > 0"
     if values.min_depth > 0 and values.max_depth > 0 and values.min_depth >= values.max_depth:
         return f"min_depth ({values.min_depth}) must be below max_depth ({values.max_depth})"
     return None

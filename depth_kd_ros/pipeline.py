@@ -3,7 +3,7 @@ call these, so the two cannot diverge.
 
     header, rgb = decode_image(raw, compressed, max_pixels)            # CDR bytes of an Image/CompressedImage
     info, intrinsics = fit_camera_info(camera_info, header, width, height)
-    depth = estimate_depth(estimator, rgb, fx, limits)                  # metres, NaN = invalid (REP 118)
+    depth = finish_depth(estimate_depth(estimator, rgb, fx), scale, limits)  # metres, NaN = invalid (REP 118)
     depth_image(header, depth, "32FC1"), cloud(...), colored(...)      # CDR bytes, ready to publish or record
 """
 
@@ -20,7 +20,7 @@ from depth_kd_ros.inference import DepthEstimator
 from depth_kd_ros.pointcloud import cloud_fields, depth_to_cloud
 from depth_kd_ros.serialized import MessageParseError, cloud_cdr, depth_image_cdr, image_cdr, parse_cdr
 
-__all__ = ["DEPTH_ENCODINGS", "cloud", "colored", "decode_image", "depth_image", "estimate_depth",
+__all__ = ["DEPTH_ENCODINGS", "cloud", "colored", "decode_image", "depth_image", "estimate_depth", "finish_depth",
            "fit_camera_info"]
 
 DEPTH_ENCODINGS = ("32FC1", "16UC1")  # metres (NaN invalid) | millimetres (0 invalid), REP 118
@@ -58,11 +58,16 @@ def fit_camera_info(info: CameraInfo, header: Header, width: int,
     return fitted, intrinsics
 
 
-def estimate_depth(estimator: DepthEstimator, rgb: np.ndarray, fx: float | None,
-                   limits: tuple[float, float] | None = None) -> np.ndarray:
-    """Depth in metres at the image's size; ``fx`` (pixels) rescales it to this camera, ``limits`` (near, far)
-    turn depth outside them into NaN (REP 118: no measurement)."""
-    depth = estimator.predict(rgb, fx=fx)
+def estimate_depth(estimator: DepthEstimator, rgb: np.ndarray, fx: float | None) -> np.ndarray:
+    """Depth in metres at the image's size; ``fx`` (pixels) rescales it to this camera."""
+    return estimator.predict(rgb, fx=fx)
+
+
+def finish_depth(depth: np.ndarray, scale: float = 1.0, limits: tuple[float, float] | None = None) -> np.ndarray:
+    """In place: multiply by the metric ``scale`` (scale.py), then depth outside ``limits`` (near, far) becomes
+    NaN (REP 118: no measurement)."""
+    if scale != 1.0:
+        depth *= np.float32(scale)
     if limits is not None:
         with np.errstate(invalid="ignore"):
             depth[(depth < limits[0]) | (depth > limits[1])] = np.nan

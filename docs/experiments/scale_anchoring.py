@@ -93,7 +93,7 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=60)
     args = parser.parse_args()
     estimator = DepthEstimator(default_model("auto"), threads=1)
-    runs = [("rendered indoor, handheld, model x1.5", rendered(args.frames), WRONG, ["depth", "ground"])]
+    runs = [(f"rendered indoor, {TRAJECTORY}, model x1.5", rendered(args.frames), WRONG, ["depth", "ground"])]
     if (args.shared / "data/real/bags/redkitchen_7scenes").exists():
         runs.append(("real redkitchen 350-499, model as is", real(args.shared), 1.0, ["depth"]))
     print("| frames | scale source | AbsRel | d1 | frames with support | final scale |")
