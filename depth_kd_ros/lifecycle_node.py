@@ -55,6 +55,7 @@ class DepthLifecycleNode(DepthNodeCore, LifecycleNode):
         service.callback = change_state
 
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """Load the model and create the publishers; FAILURE (reason logged, still unconfigured) when it cannot."""
         try:
             self.configure()
         except Exception as error:  # noqa: BLE001 - a bad model or parameter fails the transition, not the node
@@ -64,22 +65,26 @@ class DepthLifecycleNode(DepthNodeCore, LifecycleNode):
         return super().on_configure(state)
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """Enable the publishers, then subscribe and start the worker."""
         result = super().on_activate(state)  # enables the lifecycle publishers before the first frame comes
         self.activate()
         self.get_logger().info("active")
         return result
 
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """Stop all work, then disable the publishers."""
         self.deactivate()
         self.get_logger().info("inactive: no subscriptions, no inference")
         return super().on_deactivate(state)
 
     def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """Free the model and the publishers."""
         self.cleanup()
         self.get_logger().info("unconfigured: model freed")
         return super().on_cleanup(state)
 
     def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """From any state: stop and free whatever is running or loaded."""
         self._wind_down()
         return super().on_shutdown(state)
 
