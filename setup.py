@@ -28,5 +28,6 @@ setup(
     description="Real-time metric monocular depth node for ROS 2 (distilled student network).",
     license="Apache-2.0",
     tests_require=["pytest"],
-    entry_points={"console_scripts": [f"depth_node = {PACKAGE}.node:main"]},
+    entry_points={"console_scripts": [f"depth_node = {PACKAGE}.node:main",
+                                      f"depth_lifecycle_node = {PACKAGE}.lifecycle_node:main"]},
 )

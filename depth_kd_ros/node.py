@@ -25,6 +25,7 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rclpy.event_handler import PublisherEventCallbacks
 from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
+from rclpy.publisher import Publisher
 from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 from std_msgs.msg import Float32, Header
@@ -33,7 +34,7 @@ from depth_kd_ros import pipeline
 from depth_kd_ros.camera_info import IntrinsicsError
 from depth_kd_ros.image_codec import ImageDecodeError, compressed_depth_to_metres, depth_image_to_metres
 from depth_kd_ros.inference import DepthEstimator
-from depth_kd_ros.params import NodeParams, declare_parameters, depth_limits
+from depth_kd_ros.params import NodeParams, declare_parameters, depth_limits, validate
 from depth_kd_ros.scale import ScaleEstimate, ScaleFilter, scale_from_depth, scale_from_ground, up_from_pitch
 from depth_kd_ros.serialized import parse_cdr
 from depth_kd_ros.stats import FrameStats
@@ -48,42 +49,63 @@ METRIC_DEPTH_KEPT = 8  # recent metric depth messages kept for matching by stamp
 SUBSCRIBER_CHECK_PERIOD_S = 1.0  # a fallback for middlewares without matched events
 
 
-class DepthNode(Node):
-    """Runs the student network on the newest camera frame and publishes depth, camera info and points."""
+class DepthNodeCore:
+    """What depth_node does, mixed into an rclpy node: DepthNode runs it at once, DepthLifecycleNode
+    (lifecycle_node.py) step by step through the managed-node transitions.
 
-    def __init__(self, **kwargs) -> None:
-        super().__init__("depth_node", **kwargs)
-        checks = []  # parameter checks that need the model; run on every change (see params.py)
-        self.params: NodeParams = declare_parameters(self, checks)
-        model_path = self.params.model_path or default_model(self.params.backend)
-        self.estimator = DepthEstimator(model_path, device=self.params.device, fp16=self.params.fp16,
-                                        backend=self.params.backend, threads=self.params.threads)
-        model_range = (self.estimator.info.min_depth, self.estimator.info.max_depth)
-        checks.append(lambda values: depth_limits(values, model_range))
-        depth_limits(self.params, model_range)  # start-up values: raises, and main() says why in one line
-        self.estimator.warmup()
-        self.get_logger().info(
-            f"model {model_path} ({self.estimator.info.arch}, {self.estimator.info.input_width}x"
-            f"{self.estimator.info.input_height}) with {self.estimator.backend.name} on {self.estimator.device}"
-        )
+    The steps: ``configure`` (check parameters, load the model, create the publishers), ``activate``
+    (subscriptions, timers, worker), ``deactivate`` (stop all work), ``cleanup`` (free the model and
+    publishers). Parameters are declared at construction, so a launch file's values apply to both.
+    """
+
+    def __init__(self, node_name: str, **kwargs) -> None:
+        super().__init__(node_name, **kwargs)
+        self.estimator: DepthEstimator | None = None
+        self.params: NodeParams = declare_parameters(self, [self._check_against_model])
         self.stats = FrameStats()
         self._last_bad_log: dict[str, tuple[float, int]] = {}  # kind -> (last logged, suppressed since)
         self._camera_info: CameraInfo | None = None
         self._mailbox: tuple[bytes, float] | None = None  # (newest frame as CDR, its arrival)
         self._last_pixels = 0
         self._mailbox_ready = threading.Condition()
-        self._stopping = False
+        self.pub_depth = self.pub_info = self.pub_points = self.pub_colored = self.pub_diag = None
+        self.pub_scale, self.scale_filter = None, None
+        self._scale_estimate: ScaleEstimate | None = None
+        self._frames_without_scale = 0
+        self._metric_depths: deque[tuple[int, bytes]] = deque(maxlen=METRIC_DEPTH_KEPT)  # (stamp ns, CDR)
+        self._metric_depth_sub = None
+        self._active = False
+        self._image_sub = None
+        self._camera_info_sub = None
+        self._timers: list = []
+        self._worker: threading.Thread | None = None
+        self._stop_worker = threading.Event()
+
+    def configure(self) -> None:
+        """Check the parameters, load and warm up the model, create the publishers. Raises ValueError or the
+        model's load error, saying why; the model and publishers stay unset then."""
+        validate(self.params)
+        model_path = self.params.model_path or default_model(self.params.backend)
+        estimator = DepthEstimator(model_path, device=self.params.device, fp16=self.params.fp16,
+                                   backend=self.params.backend, threads=self.params.threads)
+        depth_limits(self.params, (estimator.info.min_depth, estimator.info.max_depth))  # start-up values
+        estimator.warmup()
+        self.estimator = estimator
+        self.get_logger().info(
+            f"model {model_path} ({estimator.info.arch}, {estimator.info.input_width}x"
+            f"{estimator.info.input_height}) with {estimator.backend.name} on {estimator.device}"
+        )
 
         # Reliable publishers reach both reliable (RViz's default) and best-effort subscribers. A subscriber
         # coming or going (matched event) updates the image subscription at once.
         out_qos = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE)
         events = PublisherEventCallbacks(matched=lambda _status: self._update_image_subscription())
-        self.pub_depth = self.create_publisher(Image, "depth/image", out_qos, event_callbacks=events)
-        self.pub_info = self.create_publisher(CameraInfo, "depth/camera_info", out_qos, event_callbacks=events)
-        self.pub_points = self.create_publisher(PointCloud2, "depth/points", out_qos, event_callbacks=events)
-        self.pub_colored = (self.create_publisher(Image, "depth/colored", out_qos, event_callbacks=events)
+        self.pub_depth = self._create_output(Image, "depth/image", out_qos, event_callbacks=events)
+        self.pub_info = self._create_output(CameraInfo, "depth/camera_info", out_qos, event_callbacks=events)
+        self.pub_points = self._create_output(PointCloud2, "depth/points", out_qos, event_callbacks=events)
+        self.pub_colored = (self._create_output(Image, "depth/colored", out_qos, event_callbacks=events)
                             if self.params.publish_colored else None)
-        self.pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self.pub_diag = self._create_output(DiagnosticArray, "/diagnostics", 10)
 
         # Depth 1: the middleware keeps no backlog either.
         self._in_qos = QoSProfile(
@@ -91,20 +113,75 @@ class DepthNode(Node):
             reliability=(ReliabilityPolicy.RELIABLE if self.params.input_reliability == "reliable"
                          else qos_profile_sensor_data.reliability),
         )
-        self.create_subscription(CameraInfo, "camera_info", self._on_camera_info, self._in_qos)
-        self._anchoring_setup()
-        self._image_sub = None
-        self._update_image_subscription()
-        self.create_timer(SUBSCRIBER_CHECK_PERIOD_S, self._update_image_subscription)
-        self.create_timer(self.params.diagnostics_period, self._publish_diagnostics)
+        self.scale_filter = ScaleFilter() if self.params.scale_source != "none" else None
+        self.pub_scale = self._create_output(Float32, "depth/scale", 10) if self.scale_filter else None
 
-        self._worker = threading.Thread(target=self._work_loop, name="depth_worker", daemon=True)
+    def activate(self) -> None:
+        """Start the work: the CameraInfo subscription, the image subscription (while someone listens), the
+        timers and the worker thread."""
+        self._active = True
+        self._mailbox = None
+        self._stop_worker = threading.Event()
+        self._worker = threading.Thread(target=self._work_loop, args=(self._stop_worker,), name="depth_worker",
+                                        daemon=True)
         self._worker.start()
+        self._camera_info_sub = self.create_subscription(CameraInfo, "camera_info", self._on_camera_info,
+                                                         self._in_qos)
+        if self.params.scale_source == "depth":
+            compressed = self.params.metric_depth_transport == "compressedDepth"
+            self._metric_depth_sub = self.create_subscription(
+                CompressedImage if compressed else Image, "metric_depth/compressedDepth" if compressed else
+                "metric_depth", self._on_metric_depth, self._in_qos, raw=True)
+        self._update_image_subscription()
+        self._timers = [self.create_timer(SUBSCRIBER_CHECK_PERIOD_S, self._update_image_subscription),
+                        self.create_timer(self.params.diagnostics_period, self._publish_diagnostics)]
+
+    def deactivate(self) -> None:
+        """Stop all work: no subscriptions or timers; the worker finishes the frame it holds, the parked one is
+        dropped, and the thread ends."""
+        self._active = False
+        self._update_image_subscription()
+        for sub in (self._camera_info_sub, self._metric_depth_sub):
+            if sub is not None:
+                self.destroy_subscription(sub)
+        self._camera_info_sub = self._metric_depth_sub = None
+        self._metric_depths.clear()
+        for timer in self._timers:
+            self.destroy_timer(timer)
+        self._timers = []
+        with self._mailbox_ready:
+            self._stop_worker.set()
+            self._mailbox = None
+            self._mailbox_ready.notify_all()
+        if self._worker is not None:
+            self._worker.join(timeout=5.0)
+            self._worker = None
+
+    def cleanup(self) -> None:
+        """Free the model and destroy the publishers: back to the state before ``configure``."""
+        for pub in (self.pub_depth, self.pub_info, self.pub_points, self.pub_colored, self.pub_diag, self.pub_scale):
+            if pub is not None:
+                self._destroy_output(pub)
+        self.pub_depth = self.pub_info = self.pub_points = self.pub_colored = self.pub_diag = self.pub_scale = None
+        self.estimator = None
+        release_free_memory()
+
+    def _create_output(self, msg_type: type, topic: str, qos: QoSProfile | int, **kwargs) -> Publisher:
+        """A publisher of an output; the lifecycle node makes lifecycle publishers (silent unless active)."""
+        return self.create_publisher(msg_type, topic, qos, **kwargs)
+
+    def _destroy_output(self, publisher: Publisher) -> None:
+        self.destroy_publisher(publisher)
+
+    def _check_against_model(self, values: NodeParams) -> None:
+        """Runtime parameter check that needs the model (none while no model is loaded)."""
+        if self.estimator is not None:
+            depth_limits(values, (self.estimator.info.min_depth, self.estimator.info.max_depth))
 
     def _update_image_subscription(self) -> None:
-        """Subscribe to images only while someone listens to an output, as depth_image_proc does; as bytes
-        (raw=True), parsed on the worker."""
-        wanted = self._outputs_wanted()
+        """Subscribe to images only while active and someone listens to an output, as depth_image_proc does; as
+        bytes (raw=True), parsed on the worker."""
+        wanted = self._active and self._outputs_wanted()
         if wanted and self._image_sub is None:
             msg_type = CompressedImage if self.params.image_transport == "compressed" else Image
             topic = "image_raw/compressed" if msg_type is CompressedImage else "image_raw"
@@ -126,12 +203,12 @@ class DepthNode(Node):
         self._camera_info = msg
 
     # --- worker ----------------------------------------------------------------------------------------
-    def _work_loop(self) -> None:
+    def _work_loop(self, stop: threading.Event) -> None:
         while True:
             with self._mailbox_ready:
-                while self._mailbox is None and not self._stopping:
+                while self._mailbox is None and not stop.is_set():
                     self._mailbox_ready.wait()
-                if self._stopping:
+                if stop.is_set():
                     return
                 (msg, arrived), self._mailbox = self._mailbox, None
             try:
@@ -197,20 +274,6 @@ class DepthNode(Node):
         return depth_limits(self.params, (self.estimator.info.min_depth, self.estimator.info.max_depth))
 
     # --- metric anchoring (scale_source) ------------------------------------------------------------------
-    def _anchoring_setup(self) -> None:
-        self.scale_filter = ScaleFilter() if self.params.scale_source != "none" else None
-        self._scale_estimate: ScaleEstimate | None = None
-        self._frames_without_scale = 0
-        self._metric_depths: deque[tuple[int, bytes]] = deque(maxlen=METRIC_DEPTH_KEPT)  # (stamp ns, CDR)
-        if self.scale_filter is None:
-            return
-        self.pub_scale = self.create_publisher(Float32, "depth/scale", 10)
-        if self.params.scale_source == "depth":
-            compressed = self.params.metric_depth_transport == "compressedDepth"
-            self.create_subscription(CompressedImage if compressed else Image,
-                                     "metric_depth/compressedDepth" if compressed else "metric_depth",
-                                     self._on_metric_depth, self._in_qos, raw=True)
-
     def _on_metric_depth(self, raw: bytes) -> None:
         if len(raw) < 12:
             self._bad_input("metric_depth", f"metric depth message of {len(raw)} bytes has no header")
@@ -320,11 +383,20 @@ class DepthNode(Node):
                 "scale: outliers rejected": str(self.scale_filter.rejected)}
 
     def destroy_node(self) -> None:
-        with self._mailbox_ready:
-            self._stopping = True
-            self._mailbox_ready.notify()
-        self._worker.join(timeout=5.0)
+        """Stop the worker before rclpy destroys the node's entities."""
+        if self._active:
+            self.deactivate()
         super().destroy_node()
+
+
+class DepthNode(DepthNodeCore, Node):
+    """depth_node: runs the student network on the newest camera frame and publishes depth, camera info and
+    points, configured and active from the start."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__("depth_node", **kwargs)
+        self.configure()
+        self.activate()
 
 
 def default_model(backend: str) -> Path:
@@ -386,18 +458,25 @@ def use_shipped_dds_profile(environ: dict[str, str] = os.environ) -> Path | None
 
 
 def main(args: list[str] | None = None) -> None:
+    """The depth_node executable."""
+    run(DepthNode, "depth_node", args)
+
+
+def run(node_class: type[Node], executable: str, args: list[str] | None = None) -> None:
+    """Spin a ``node_class`` until Ctrl-C or shutdown; a start-up failure (bad model file, bad parameters) ends
+    the process with one line naming ``executable`` and exit status 1."""
     profile = use_shipped_dds_profile()
     rclpy.init(args=args)
     node = None
     try:
-        node = DepthNode()
+        node = node_class()
         if profile is not None:
             node.get_logger().info(f"Fast DDS profile {profile} (set FASTRTPS_DEFAULT_PROFILES_FILE to use yours)")
         rclpy.spin(node)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
-    except Exception as error:  # start-up failures (bad model file, bad parameters): one clear line
-        print(f"depth_node: {error}", file=sys.stderr)
+    except Exception as error:  # start-up failures: one clear line
+        print(f"{executable}: {error}", file=sys.stderr)
         sys.exit(1)
     finally:
         if node is not None:

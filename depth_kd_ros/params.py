@@ -114,6 +114,14 @@ def _check(values: NodeParams) -> str | None:
     return None
 
 
+def validate(values: NodeParams) -> None:
+    """Raise ValueError saying why start-up ``values`` are unacceptable (runtime changes are checked by the
+    callback of ``declare_parameters``)."""
+    problem = _check(values)
+    if problem:
+        raise ValueError(problem)
+
+
 def depth_limits(values: NodeParams, model_range: tuple[float, float]) -> tuple[float, float]:
     """(near, far) metres the node publishes: the user's min_depth/max_depth (0 = unset) within the model's
     range. Raises ValueError when they leave nothing the model can produce (e.g. min_depth 50 for a 10 m model).
@@ -132,16 +140,13 @@ def declare_parameters(node: Node, checks: list[Callable[[NodeParams], object]] 
 
     Runtime changes that fail validation are rejected with the reason; read-only ones are rejected by rclpy.
     ``checks``: more validation for runtime changes (each raises ValueError), e.g. against the model, which
-    loads after the parameters; the list may grow after this call. Raises ValueError when the start-up values
-    are invalid.
+    loads after the parameters; the list may grow after this call. The start-up values are checked by
+    ``validate`` when the node configures (a managed node reports bad ones as a failed transition).
     """
     values = NodeParams()
     for field in fields(NodeParams):
         declared = node.declare_parameter(field.name, getattr(values, field.name), _descriptor(field.name))
         setattr(values, field.name, declared.value)
-    problem = _check(values)
-    if problem:
-        raise ValueError(problem)
 
     def on_set(changes: list[Parameter]) -> SetParametersResult:
         candidate = NodeParams(**vars(values))

@@ -47,10 +47,13 @@ class NodeProcess:
     """`depth_node --ros-args -p k:=v ...` in a subprocess; its log goes to a file the test can read."""
 
     def __init__(self, params: dict[str, object], log_path: Path, namespace: str = "",
-                 wrapper: tuple[str, ...] = (), env: dict[str, str] | None = None) -> None:
+                 wrapper: tuple[str, ...] = (), env: dict[str, str] | None = None,
+                 command: tuple[str, ...] | None = None) -> None:
         """``wrapper``: a command the node runs under (e.g. a profiler's ``py-spy record ... --``); ``env``: its
-        environment (default: the test's)."""
-        args = [*wrapper, depth_node_executable(), "--ros-args"] + (["-r", f"__ns:={namespace}"] if namespace else [])
+        environment (default: the test's); ``command``: what starts the node (default: the installed
+        depth_node), e.g. ``(sys.executable, "-m", "depth_kd_ros.lifecycle_node")``."""
+        executable = command or (depth_node_executable(),)
+        args = [*wrapper, *executable, "--ros-args"] + (["-r", f"__ns:={namespace}"] if namespace else [])
         for key, value in params.items():
             text = str(value).lower() if isinstance(value, bool) else str(value)
             args += ["-p", f"{key}:={text}"]
