@@ -27,9 +27,12 @@ import logging
 import shutil
 import tempfile
 import time
-from collections import Counter
+from collections import Counter, deque
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import cv2
 import numpy as np
@@ -38,6 +41,7 @@ from rosbags.highlevel import AnyReader
 from rosbags.rosbag2 import StoragePlugin, Writer
 from rosbags.typesys import Stores, get_typestore
 from sensor_msgs.msg import CameraInfo
+from std_msgs.msg import Header
 from tqdm import tqdm
 
 from depth_kd.config import DEFAULT_IMAGE_TOPIC
@@ -76,6 +80,7 @@ OUTPUT_TOPICS = {  # output -> (topic, type): the node's outputs, in the root na
 TYPESTORE = get_typestore(Stores.ROS2_JAZZY)
 VIDEO_FOURCC = "mp4v"
 VIDEO_FPS_RANGE = (1.0, 120.0)
+WRITE_AHEAD = 3  # frames inferred but not yet written, at most: the two threads overlap, memory stays bounded
 DEFAULT_VIDEO_FPS = 10.0  # when the bag's image rate cannot be told (a single frame)
 # What each kind of bad input costs, for the log and the summary (kinds as the node counts them).
 BAD_INPUT_EFFECT = {
@@ -148,6 +153,16 @@ class _Preview:
             self._writer = None
 
 
+class _Estimate(NamedTuple):
+    """One frame after inference: what the outputs are encoded from."""
+
+    header: Header
+    rgb: np.ndarray
+    depth: np.ndarray
+    camera_info: CameraInfo | None  # fitted to the image and stamped with its header; None: no usable one
+    intrinsics: tuple[float, float, float, float] | None
+
+
 class _Frames:
     """Runs frames through the node's per-frame path (pipeline.py) with the node's settings and rules."""
 
@@ -165,9 +180,8 @@ class _Frames:
                 message = message[:LOG_QUOTE_CHARS] + "..."
             log.warning("%s (%s; further ones are counted in the summary)", message, BAD_INPUT_EFFECT[kind])
 
-    def run(self, raw: bytes, compressed: bool, info: CameraInfo | None,
-            where: str) -> tuple[dict[str, bytes], np.ndarray] | None:
-        """The outputs (name -> CDR bytes, as OUTPUT_TOPICS) of one frame and its RGB, or None if it is skipped."""
+    def estimate(self, raw: bytes, compressed: bool, info: CameraInfo | None, where: str) -> _Estimate | None:
+        """Decode, fit the CameraInfo, infer: the first half of DepthNode.process; None: frame skipped."""
         p = self.params
         try:
             header, rgb = pipeline.decode_image(raw, compressed, p.max_image_pixels)
@@ -183,13 +197,19 @@ class _Frames:
                 self.bad_input("camera_info", f"unusable CameraInfo for the image {where}: {error}")
         fx = intrinsics[0] if (intrinsics and p.metric_rescale) else None
         depth = pipeline.estimate_depth(self.estimator, rgb, fx, self.limits)
+        return _Estimate(header, rgb, depth, fitted, intrinsics)
+
+    def outputs(self, frame: _Estimate) -> dict[str, bytes]:
+        """The frame's messages (name -> CDR bytes, as OUTPUT_TOPICS): the second half, encode."""
+        p, header, depth = self.params, frame.header, frame.depth
         outputs = {"image": pipeline.depth_image(header, depth, p.depth_encoding),
                    "colored": pipeline.colored(header, depth, *self.near_far)}
-        if fitted is not None:
-            outputs["camera_info"] = serialize_message(fitted)
+        if frame.camera_info is not None:
+            outputs["camera_info"] = serialize_message(frame.camera_info)
             if self.points:
-                outputs["points"] = pipeline.cloud(header, depth, rgb, intrinsics, p.points_rgb, p.points_decimation)
-        return outputs, rgb
+                outputs["points"] = pipeline.cloud(header, depth, frame.rgb, frame.intrinsics, p.points_rgb,
+                                                   p.points_decimation)
+        return outputs
 
 
 def _as_cdr(reader: AnyReader, raw: bytes, msgtype: str) -> bytes:
@@ -291,62 +311,89 @@ def infer_bag(spec: str, out: str | Path, params: NodeParams | None = None, *, p
     return summary
 
 
+class _Selected(NamedTuple):
+    """One selected image message, as CDR, with the CameraInfo that applies to it."""
+
+    where: str  # for log lines: its position on the topic and log time
+    log_ns: int
+    cdr: bytes
+    camera_info: CameraInfo | None
+
+
+def _selected_images(reader: AnyReader, topic: str, info_topic: str | None, info: CameraInfo | None,
+                     selection: Selection | None, frames: _Frames) -> Iterator[_Selected]:
+    """The selected image messages in receive order, each with the latest CameraInfo before it (``info`` at
+    first); nothing is decoded here, and a ``#frames=`` selection stops reading at its end."""
+    image_type = ros2_type_name(reader.topics[topic].msgtype)
+    wanted = [c for c in reader.connections if c.topic in (topic, info_topic)]
+    position, first_stamp = 0, None
+    for connection, log_ns, raw in reader.messages(wanted):
+        if connection.topic != topic:
+            latest = _camera_info(reader, raw, ros2_type_name(connection.msgtype))
+            if latest is None:
+                frames.bad_input("camera_info_message", f"unreadable CameraInfo on {info_topic} (log time {log_ns})")
+            info = latest or info
+            continue
+        n, position = position, position + 1
+        if selection is not None and selection.kind == "frames":
+            if selection.stop is not None and n >= selection.stop:
+                return
+            if not selection.keeps_position(n):
+                continue
+        where = f"#{n} on {topic} (log time {log_ns} ns)"
+        try:
+            cdr = _as_cdr(reader, raw, image_type)
+        except Exception as error:  # noqa: BLE001 - a ROS 1 message rosbags cannot convert
+            frames.bad_input("image", f"bad image {where}: {type(error).__name__}: {error}")
+            continue
+        if selection is not None and selection.kind == "time":
+            stamp = _stamp(cdr, image_type, log_ns)
+            first_stamp = stamp if first_stamp is None else first_stamp
+            if not selection.keeps_time(stamp - first_stamp):
+                continue
+        yield _Selected(where, log_ns, cdr, info)
+
+
 def _write(reader: AnyReader, out: Path, frames: _Frames, preview: _Preview | None, path: str, topic: str,
            info_topic: str | None, info: CameraInfo | None, selection: Selection | None, total: int | None,
            progress: bool) -> InferSummary:
-    """The streaming loop: image and CameraInfo messages in receive order -> the output bag (and preview)."""
+    """Selected frames -> the output bag (and preview). This thread reads, decodes and infers; one writer thread
+    encodes and writes, in order, so the two overlap (at most WRITE_AHEAD frames wait for it)."""
     compressed = ros2_type_name(reader.topics[topic].msgtype) == COMPRESSED_IMAGE
-    image_type = COMPRESSED_IMAGE if compressed else IMAGE
-    wanted = [c for c in reader.connections if c.topic in (topic, info_topic)]
     writer = Writer(out, version=Writer.VERSION_LATEST, storage_plugin=StoragePlugin.MCAP)
-    written = with_info = position = 0
-    first_stamp = None
+    counts = Counter()
     started = time.perf_counter()
     bar = tqdm(total=total, desc=f"infer {out.name}", unit="frame", disable=not progress)
+
+    def emit(frame: _Estimate, log_ns: int) -> None:
+        outputs = frames.outputs(frame)
+        for name, data in outputs.items():
+            writer.write(connections[name], log_ns, data)
+        if preview is not None:
+            preview.add(frame.rgb, outputs["colored"])
+        counts["written"] += 1
+        counts["with_camera_info"] += "camera_info" in outputs
+
     try:
         writer.open()
         names = [n for n in OUTPUT_TOPICS if n != "points" or frames.points]
         connections = {n: writer.add_connection(*OUTPUT_TOPICS[n], typestore=TYPESTORE) for n in names}
-        for connection, log_ns, raw in reader.messages(wanted):
-            if connection.topic != topic:
-                latest = _camera_info(reader, raw, ros2_type_name(connection.msgtype))
-                if latest is None:
-                    frames.bad_input("camera_info_message", f"unreadable CameraInfo on {info_topic} (log time "
-                                     f"{log_ns} ns)")
-                info = latest or info
-                continue
-            n, position = position, position + 1
-            if selection is not None and selection.kind == "frames":
-                if selection.stop is not None and n >= selection.stop:
-                    break
-                if not selection.keeps_position(n):
-                    continue
-            where = f"#{n} on {topic} (log time {log_ns} ns)"
-            try:
-                cdr = _as_cdr(reader, raw, image_type)
-            except Exception as error:  # noqa: BLE001 - a ROS 1 message rosbags cannot convert
-                frames.bad_input("image", f"bad image {where}: {type(error).__name__}: {error}")
-                continue
-            if selection is not None and selection.kind == "time":
-                stamp = _stamp(cdr, image_type, log_ns)
-                first_stamp = stamp if first_stamp is None else first_stamp
-                if not selection.keeps_time(stamp - first_stamp):
-                    continue
-            result = frames.run(cdr, compressed, info, where)
-            bar.update()
-            if result is None:
-                continue
-            outputs, rgb = result
-            for name, data in outputs.items():
-                writer.write(connections[name], log_ns, data)
-            if preview is not None:
-                preview.add(rgb, outputs["colored"])
-            written += 1
-            with_info += "camera_info" in outputs
-        if not written:
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="infer_writer") as pool:
+            pending: deque[Future] = deque()
+            for image in _selected_images(reader, topic, info_topic, info, selection, frames):
+                counts["selected"] += 1
+                frame = frames.estimate(image.cdr, compressed, image.camera_info, image.where)
+                bar.update()
+                if frame is not None:
+                    pending.append(pool.submit(emit, frame, image.log_ns))
+                while pending and (len(pending) > WRITE_AHEAD or pending[0].done()):
+                    pending.popleft().result()  # raises what the writer thread raised
+            while pending:
+                pending.popleft().result()
+        if not counts["written"]:
             selected = f"{topic}{selection.spec()}" if selection else topic
-            reason = (f"{sum(frames.bad.values())} frames could not be decoded" if frames.bad["image"]
-                      else f"the selection keeps none of its {position} messages")
+            reason = (f"none of its {counts['selected']} selected frames could be decoded" if counts["selected"]
+                      else "the selection keeps none of its messages")
             raise InferError(f"{path}: no frame to write from {selected}: {reason}")
         writer.close()
         if preview is not None:
@@ -356,7 +403,7 @@ def _write(reader: AnyReader, out: Path, frames: _Frames, preview: _Preview | No
         raise
     finally:
         bar.close()
-    return InferSummary(out, written, with_info, time.perf_counter() - started)
+    return InferSummary(out, counts["written"], counts["with_camera_info"], time.perf_counter() - started)
 
 
 def _stamp(cdr: bytes, msgtype: str, log_ns: int) -> int:
