@@ -282,7 +282,7 @@ def _run_infer(args: argparse.Namespace) -> int:
         raise UsageError(f"--min-depth ({args.min_depth:g}) must be below --max-depth ({args.max_depth:g})")
     from depth_kd.config import ConfigError
     from depth_kd.data import DataError
-    from depth_kd.infer import InferError, infer_bag
+    from depth_kd.infer import BAD_INPUT_EFFECT, InferError, infer_bag
     from depth_kd_ros.model_info import CheckpointError  # not .checkpoint: that imports torch
     from depth_kd_ros.params import NodeParams
 
@@ -295,9 +295,11 @@ def _run_infer(args: argparse.Namespace) -> int:
                             progress=not args.quiet)
     except (InferError, DataError, ConfigError, CheckpointError) as err:
         raise UsageError(str(err)) from None
-    bad = ", ".join(f"{count} {kind}" for kind, count in sorted(summary.bad_inputs.items()))
-    log.info("%d frames in %.1f s (%.1f frames/s), %d with camera_info%s", summary.frames, summary.seconds,
-             summary.fps, summary.with_camera_info, f"; bad input: {bad}" if bad else "")
+    log.info("%d frames in %.1f s (%.1f frames/s), %d with camera_info", summary.frames, summary.seconds,
+             summary.fps, summary.with_camera_info)
+    if summary.bad_inputs:
+        log.warning("bad input: %s", "; ".join(f"{count} {kind} ({BAD_INPUT_EFFECT[kind]})"
+                                               for kind, count in sorted(summary.bad_inputs.items())))
     if summary.video is not None:
         print(summary.video, flush=True)
     print(summary.out, flush=True)

@@ -36,7 +36,7 @@ from typing import NamedTuple
 
 import cv2
 import numpy as np
-from rclpy.serialization import deserialize_message, serialize_message
+from rclpy.serialization import deserialize_message
 from rosbags.highlevel import AnyReader
 from rosbags.rosbag2 import StoragePlugin, Writer
 from rosbags.typesys import Stores, get_typestore
@@ -205,11 +205,27 @@ class _Frames:
         outputs = {"image": pipeline.depth_image(header, depth, p.depth_encoding),
                    "colored": pipeline.colored(header, depth, *self.near_far)}
         if frame.camera_info is not None:
-            outputs["camera_info"] = serialize_message(frame.camera_info)
+            outputs["camera_info"] = camera_info_cdr(frame.camera_info)
             if self.points:
                 outputs["points"] = pipeline.cloud(header, depth, frame.rgb, frame.intrinsics, p.points_rgb,
                                                    p.points_decimation)
         return outputs
+
+
+def camera_info_cdr(info: CameraInfo) -> bytes:
+    """An rclpy CameraInfo as CDR written by rosbags, padding zeroed (rclpy's serializer leaves it as it finds
+    the memory), so the same input gives the same bag byte for byte."""
+    t = TYPESTORE.types
+    stamp = t["builtin_interfaces/msg/Time"](sec=info.header.stamp.sec, nanosec=info.header.stamp.nanosec)
+    roi = info.roi
+    msg = t[CAMERA_INFO](
+        header=t["std_msgs/msg/Header"](stamp=stamp, frame_id=info.header.frame_id), height=info.height,
+        width=info.width, distortion_model=info.distortion_model, d=np.asarray(info.d, np.float64),
+        k=np.asarray(info.k, np.float64), r=np.asarray(info.r, np.float64), p=np.asarray(info.p, np.float64),
+        binning_x=info.binning_x, binning_y=info.binning_y,
+        roi=t["sensor_msgs/msg/RegionOfInterest"](x_offset=roi.x_offset, y_offset=roi.y_offset, height=roi.height,
+                                                  width=roi.width, do_rectify=roi.do_rectify))
+    return bytes(TYPESTORE.serialize_cdr(msg, CAMERA_INFO))
 
 
 def _as_cdr(reader: AnyReader, raw: bytes, msgtype: str) -> bytes:
