@@ -46,14 +46,16 @@ def _size(text: str) -> tuple[int, int]:
     return width, height
 
 
-def _positive(kind: type) -> Callable[[str], int | float]:
+def _positive(kind: type, zero_ok: bool = False) -> Callable[[str], int | float]:
+    """An argparse type: a ``kind`` number > 0 (>= 0 with ``zero_ok``)."""
+
     def parse(text: str) -> int | float:
         try:
             value = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected a {kind.__name__}, got {text!r}") from None
-        if not value > 0:
-            raise argparse.ArgumentTypeError(f"must be > 0, got {text!r}")
+        if not (value >= 0 if zero_ok else value > 0):
+            raise argparse.ArgumentTypeError(f"must be {'>=' if zero_ok else '>'} 0, got {text!r}")
         return value
 
     return parse
@@ -220,16 +222,6 @@ def _run_demo(args: argparse.Namespace) -> int:
 
 
 # ----------------------------------------------------------------------------------------------- infer
-def _non_negative(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {text!r}")
-    return value
-
-
 def _add_infer(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "infer",
@@ -251,9 +243,9 @@ def _add_infer(subparsers: argparse._SubParsersAction) -> None:
                    "topic's namespace)")
     p.add_argument("--depth-encoding", choices=("32FC1", "16UC1"), default="32FC1",
                    help="depth/image in metres (32FC1, NaN invalid) or millimetres (16UC1, 0 invalid)")
-    p.add_argument("--min-depth", type=_non_negative, default=0.0, metavar="M",
+    p.add_argument("--min-depth", type=_positive(float, zero_ok=True), default=0.0, metavar="M",
                    help="near limit in metres, nearer = invalid (default 0: the model's own)")
-    p.add_argument("--max-depth", type=_non_negative, default=0.0, metavar="M",
+    p.add_argument("--max-depth", type=_positive(float, zero_ok=True), default=0.0, metavar="M",
                    help="far limit in metres, farther = invalid (default 0: the model's own)")
     p.add_argument("--points-decimation", type=_positive(int), default=1, metavar="N",
                    help="keep every N-th row and column in /depth/points (default 1)")
