@@ -13,7 +13,8 @@
 * **Output**: a new MCAP rosbag2 with ``/depth/image``, ``/depth/camera_info``, ``/depth/colored`` and
   (``--points``) ``/depth/points``, the topics the node publishes. Each message carries its input image's
   header (stamp and frame_id) unchanged and is logged at the input image's log time, so the output lines up
-  with the input in Foxglove or ``ros2 bag play``. ``--video``: an MP4 preview, RGB | depth/colored.
+  with the input in Foxglove or ``ros2 bag play``. ``--video``: an MP4 preview, RGB | depth (colours
+  spanning the scene's depth).
 * **Bad input** as on the node: a frame the node would refuse (undecodable, over ``max_image_pixels``) is
   skipped, a CameraInfo that does not fit the image costs that frame its camera_info, points and metric
   rescale; each kind is logged once and counted in the summary. An unreadable bag, a missing topic or a run
@@ -60,7 +61,7 @@ from depth_kd.data.bags import (
 from depth_kd.data.selection import Selection, parse_data_spec
 from depth_kd_ros import pipeline
 from depth_kd_ros.camera_info import IntrinsicsError
-from depth_kd_ros.image_codec import ImageDecodeError
+from depth_kd_ros.image_codec import ImageDecodeError, colorize_depth
 from depth_kd_ros.inference import DepthEstimator
 from depth_kd_ros.node import LOG_QUOTE_CHARS, default_model
 from depth_kd_ros.params import NodeParams, depth_limits
@@ -125,16 +126,19 @@ def check_mp4_writer() -> None:
 
 
 class _Preview:
-    """The MP4 preview: RGB | depth/colored side by side, every frame at the first frame's size."""
+    """The MP4 preview: RGB | colour-mapped depth side by side, every frame at the first frame's size.
+
+    The depth panel's colour range follows the scene (2nd to 98th percentile, smoothed over frames, written on
+    the panel), where depth/colored spans the model's whole range: 0.1 to 10 m would leave a room one colour.
+    """
 
     def __init__(self, path: Path, fps: float) -> None:
         self.path, self.fps = path, fps
         self._writer: cv2.VideoWriter | None = None
         self._size: tuple[int, int] | None = None  # (width, height) of one panel
+        self._range: np.ndarray | None = None  # (near, far) metres of the colour map
 
-    def add(self, rgb: np.ndarray, colored_cdr: bytes) -> None:
-        msg = parse_cdr(colored_cdr, IMAGE)  # the depth/colored message just written: the video shows the same
-        depth_bgr = np.asarray(msg.data).reshape(msg.height, msg.width, 3)
+    def add(self, rgb: np.ndarray, depth: np.ndarray) -> None:
         if self._writer is None:
             height, width = rgb.shape[:2]
             self._size = (width + width % 2, height + height % 2)  # MPEG-4 wants even sides
@@ -142,10 +146,22 @@ class _Preview:
                                            (2 * self._size[0], self._size[1]))
             if not self._writer.isOpened():
                 raise InferError(f"{self.path}: OpenCV cannot open this MP4 for writing")
-        panels = [cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), depth_bgr]
+        near, far = self._colour_range(depth)
+        panels = [cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), colorize_depth(depth, near, far)]
         panels = [p if p.shape[1::-1] == self._size else cv2.resize(p, self._size, interpolation=cv2.INTER_AREA)
                   for p in panels]
+        cv2.putText(panels[1], f"{near:.1f}-{far:.1f} m, near = red", (8, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.5,
+                    (255, 255, 255), 1, cv2.LINE_AA)
         self._writer.write(np.hstack(panels))
+
+    def _colour_range(self, depth: np.ndarray) -> tuple[float, float]:
+        sample = depth[::4, ::4]
+        sample = sample[np.isfinite(sample)]
+        if sample.size:
+            found = np.percentile(sample, (2, 98))
+            self._range = found if self._range is None else 0.9 * self._range + 0.1 * found
+        near, far = (float(v) for v in (self._range if self._range is not None else (0.0, 1.0)))
+        return near, max(far, near + 0.1)
 
     def close(self) -> None:
         if self._writer is not None:
@@ -386,7 +402,7 @@ def _write(reader: AnyReader, out: Path, frames: _Frames, preview: _Preview | No
         for name, data in outputs.items():
             writer.write(connections[name], log_ns, data)
         if preview is not None:
-            preview.add(frame.rgb, outputs["colored"])
+            preview.add(frame.rgb, frame.depth)
         counts["written"] += 1
         counts["with_camera_info"] += "camera_info" in outputs
 
