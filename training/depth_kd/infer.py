@@ -29,7 +29,7 @@ import shutil
 import tempfile
 import time
 from collections import Counter, deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -81,7 +81,7 @@ OUTPUT_TOPICS = {  # output -> (topic, type): the node's outputs, in the root na
 TYPESTORE = get_typestore(Stores.ROS2_JAZZY)
 VIDEO_FOURCC = "mp4v"
 VIDEO_FPS_RANGE = (1.0, 120.0)
-WRITE_AHEAD = 3  # frames inferred but not yet written, at most: the two threads overlap, memory stays bounded
+WRITE_AHEAD = 3  # frames inferred but not yet written, at most, per output thread: they overlap, memory stays bounded
 DEFAULT_VIDEO_FPS = 10.0  # when the bag's image rate cannot be told (a single frame)
 # What each kind of bad input costs, for the log and the summary (kinds as the node counts them).
 BAD_INPUT_EFFECT = {
@@ -386,23 +386,45 @@ def _selected_images(reader: AnyReader, topic: str, info_topic: str | None, info
         yield _Selected(where, log_ns, cdr, info)
 
 
+class _Stage:
+    """One worker thread that runs jobs in the order given; at most WRITE_AHEAD wait, and a job's exception is
+    raised in the caller's thread (by a later ``submit`` or by ``finish``)."""
+
+    def __init__(self, name: str) -> None:
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
+        self._pending: deque[Future] = deque()
+
+    def submit(self, job: Callable[..., None], *args: object) -> None:
+        self._pending.append(self._pool.submit(job, *args))
+        while self._pending and (len(self._pending) > WRITE_AHEAD or self._pending[0].done()):
+            self._pending.popleft().result()
+
+    def finish(self) -> None:
+        """Wait for every job; raise the first failure."""
+        while self._pending:
+            self._pending.popleft().result()
+
+    def close(self) -> None:
+        """Drop the jobs that have not started, wait for the running one (on failure or Ctrl-C, too)."""
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+
 def _write(reader: AnyReader, out: Path, frames: _Frames, preview: _Preview | None, path: str, topic: str,
            info_topic: str | None, info: CameraInfo | None, selection: Selection | None, total: int | None,
            progress: bool) -> InferSummary:
-    """Selected frames -> the output bag (and preview). This thread reads, decodes and infers; one writer thread
-    encodes and writes, in order, so the two overlap (at most WRITE_AHEAD frames wait for it)."""
+    """Selected frames -> the output bag (and preview). Three threads overlap: this one reads, decodes and
+    infers; one encodes and writes the bag, one the preview, each in frame order."""
     compressed = ros2_type_name(reader.topics[topic].msgtype) == COMPRESSED_IMAGE
     writer = Writer(out, version=Writer.VERSION_LATEST, storage_plugin=StoragePlugin.MCAP)
     counts = Counter()
     started = time.perf_counter()
     bar = tqdm(total=total, desc=f"infer {out.name}", unit="frame", disable=not progress)
+    stages = [_Stage("infer_bag"), *([_Stage("infer_video")] if preview is not None else [])]
 
     def emit(frame: _Estimate, log_ns: int) -> None:
         outputs = frames.outputs(frame)
         for name, data in outputs.items():
             writer.write(connections[name], log_ns, data)
-        if preview is not None:
-            preview.add(frame.rgb, frame.depth)
         counts["written"] += 1
         counts["with_camera_info"] += "camera_info" in outputs
 
@@ -410,18 +432,17 @@ def _write(reader: AnyReader, out: Path, frames: _Frames, preview: _Preview | No
         writer.open()
         names = [n for n in OUTPUT_TOPICS if n != "points" or frames.points]
         connections = {n: writer.add_connection(*OUTPUT_TOPICS[n], typestore=TYPESTORE) for n in names}
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="infer_writer") as pool:
-            pending: deque[Future] = deque()
-            for image in _selected_images(reader, topic, info_topic, info, selection, frames):
-                counts["selected"] += 1
-                frame = frames.estimate(image.cdr, compressed, image.camera_info, image.where)
-                bar.update()
-                if frame is not None:
-                    pending.append(pool.submit(emit, frame, image.log_ns))
-                while pending and (len(pending) > WRITE_AHEAD or pending[0].done()):
-                    pending.popleft().result()  # raises what the writer thread raised
-            while pending:
-                pending.popleft().result()
+        for image in _selected_images(reader, topic, info_topic, info, selection, frames):
+            counts["selected"] += 1
+            frame = frames.estimate(image.cdr, compressed, image.camera_info, image.where)
+            bar.update()
+            if frame is not None:
+                stages[0].submit(emit, frame, image.log_ns)
+                if preview is not None:
+                    stages[1].submit(preview.add, frame.rgb, frame.depth)
+        for stage in stages:
+            stage.finish()
+            stage.close()
         if not counts["written"]:
             selected = f"{topic}{selection.spec()}" if selection else topic
             reason = (f"none of its {counts['selected']} selected frames could be decoded" if counts["selected"]
@@ -431,6 +452,8 @@ def _write(reader: AnyReader, out: Path, frames: _Frames, preview: _Preview | No
         if preview is not None:
             preview.close()
     except BaseException:
+        for stage in stages:  # nothing may write once the bag is aborted
+            stage.close()
         writer.abort()
         raise
     finally:
