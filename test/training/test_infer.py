@@ -279,6 +279,7 @@ def test_a_bag_that_breaks_mid_run_leaves_nothing(tmp_path, model, capsys):
     assert not out.exists() and not video.exists()
 
 
+@pytest.mark.slow
 def test_ctrl_c_removes_the_partial_output(tmp_path, model):
     bag = long_bag(tmp_path / "long", 2000)
     out, video = tmp_path / "out", tmp_path / "p.mp4"
