@@ -31,6 +31,7 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
@@ -313,8 +314,11 @@ def infer_bag(spec: str, out: str | Path, params: NodeParams | None = None, *, p
         topic = pick_image_topic(Path(path), topics, image_topic)
         info_topic = pick_camera_info_topic(Path(path), topics, topic, camera_info_topic)
         model = params.model_path or default_model(params.backend)
-        estimator = DepthEstimator(model, device=params.device, fp16=params.fp16, backend=params.backend,
-                                   threads=params.threads)
+        try:
+            estimator = DepthEstimator(model, device=params.device, fp16=params.fp16, backend=params.backend,
+                                       threads=params.threads)
+        except OSError as error:  # here, open_bag would blame the bag
+            raise InferError(f"{model}: cannot read the model: {error}") from error
         try:
             frames = _Frames(estimator, params, points)
         except ValueError as error:  # limits outside the model's range
@@ -386,6 +390,16 @@ def _selected_images(reader: AnyReader, topic: str, info_topic: str | None, info
         yield _Selected(where, log_ns, cdr, info)
 
 
+@contextmanager
+def _output_errors(out: Path) -> Iterator[None]:
+    """OSError while writing (a full disk) -> InferError naming the output; inside open_bag an OSError would
+    read as a corrupt input bag."""
+    try:
+        yield
+    except OSError as error:
+        raise InferError(f"{out}: cannot write the bag: {error}") from error
+
+
 class _Stage:
     """One worker thread that runs jobs in the order given; at most WRITE_AHEAD wait, and a job's exception is
     raised in the caller's thread (by a later ``submit`` or by ``finish``)."""
@@ -423,15 +437,17 @@ def _write(reader: AnyReader, out: Path, frames: _Frames, preview: _Preview | No
 
     def emit(frame: _Estimate, log_ns: int) -> None:
         outputs = frames.outputs(frame)
-        for name, data in outputs.items():
-            writer.write(connections[name], log_ns, data)
+        with _output_errors(out):
+            for name, data in outputs.items():
+                writer.write(connections[name], log_ns, data)
         counts["written"] += 1
         counts["with_camera_info"] += "camera_info" in outputs
 
     try:
-        writer.open()
-        names = [n for n in OUTPUT_TOPICS if n != "points" or frames.points]
-        connections = {n: writer.add_connection(*OUTPUT_TOPICS[n], typestore=TYPESTORE) for n in names}
+        with _output_errors(out):
+            writer.open()
+            names = [n for n in OUTPUT_TOPICS if n != "points" or frames.points]
+            connections = {n: writer.add_connection(*OUTPUT_TOPICS[n], typestore=TYPESTORE) for n in names}
         for image in _selected_images(reader, topic, info_topic, info, selection, frames):
             counts["selected"] += 1
             frame = frames.estimate(image.cdr, compressed, image.camera_info, image.where)
@@ -448,13 +464,15 @@ def _write(reader: AnyReader, out: Path, frames: _Frames, preview: _Preview | No
             reason = (f"none of its {counts['selected']} selected frames could be decoded" if counts["selected"]
                       else "the selection keeps none of its messages")
             raise InferError(f"{path}: no frame to write from {selected}: {reason}")
-        writer.close()
+        with _output_errors(out):
+            writer.close()
         if preview is not None:
             preview.close()
     except BaseException:
         for stage in stages:  # nothing may write once the bag is aborted
             stage.close()
-        writer.abort()
+        with suppress(OSError):  # closing flushes, and on a full disk fails again; the bag goes anyway
+            writer.abort()
         raise
     finally:
         bar.close()
