@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent / "training"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
-def _write_checkpoint(path: Path, input_height: int, input_width: int) -> str:
+def _write_checkpoint(path: Path, input_height: int, input_width: int, focal_px: float | None = None) -> str:
     import torch
 
     from depth_kd_ros.checkpoint import ModelInfo, save_checkpoint
@@ -32,7 +32,7 @@ def _write_checkpoint(path: Path, input_height: int, input_width: int) -> str:
     model = build_model("mobilenetv2_mff")
     info = ModelInfo(arch="mobilenetv2_mff", arch_config={}, input_height=input_height,
                      input_width=input_width, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225),
-                     min_depth=0.1, max_depth=10.0, focal_px=None, provenance={"made_by": "test fixture"})
+                     min_depth=0.1, max_depth=10.0, focal_px=focal_px, provenance={"made_by": "test fixture"})
     save_checkpoint(path, model, info)
     return str(path)
 
@@ -51,6 +51,16 @@ def tiny_onnx(tiny_checkpoint) -> str:
     out = Path(tiny_checkpoint).with_suffix(".onnx")
     export_onnx(tiny_checkpoint, out)
     return str(out)
+
+
+@pytest.fixture(scope="session")
+def tiny_metric_onnx(tmp_path_factory) -> str:
+    """``tiny_onnx`` whose metric scale assumes fx = 60 px at its 96 px width: CameraInfo rescales its depth."""
+    from depth_kd.export import export_onnx
+
+    checkpoint = Path(_write_checkpoint(tmp_path_factory.mktemp("ckpt") / "metric.safetensors", 64, 96, 60.0))
+    export_onnx(checkpoint, checkpoint.with_suffix(".onnx"))
+    return str(checkpoint.with_suffix(".onnx"))
 
 
 @pytest.fixture(scope="session")

@@ -2,7 +2,7 @@
 
 Each subcommand is one ``_add_<name>(subparsers)`` function that declares its arguments and sets
 ``run=<function(args) -> exit code>`` (``handler=`` is accepted too); add it to ``SUBCOMMANDS`` to extend
-the CLI (demo, train-teacher, distill, eval, export). Bad arguments print one
+the CLI (render, demo, infer, train-teacher, distill, eval, export). Bad arguments print one
 ``depth-kd <cmd>: error: ...`` line on stderr and exit 2 before anything is written.
 """
 
@@ -16,7 +16,9 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from depth_kd.config import DEFAULT_IMAGE_TOPIC
 from depth_kd.train_commands import add_train_commands
+from depth_kd_ros.backends import check_device_spec
 
 log = logging.getLogger("depth_kd")
 
@@ -44,14 +46,16 @@ def _size(text: str) -> tuple[int, int]:
     return width, height
 
 
-def _positive(kind: type) -> Callable[[str], int | float]:
+def _positive(kind: type, zero_ok: bool = False) -> Callable[[str], int | float]:
+    """An argparse type: a ``kind`` number > 0 (>= 0 with ``zero_ok``)."""
+
     def parse(text: str) -> int | float:
         try:
             value = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected a {kind.__name__}, got {text!r}") from None
-        if not value > 0:
-            raise argparse.ArgumentTypeError(f"must be > 0, got {text!r}")
+        if not (value >= 0 if zero_ok else value > 0):
+            raise argparse.ArgumentTypeError(f"must be {'>=' if zero_ok else '>'} 0, got {text!r}")
         return value
 
     return parse
@@ -217,7 +221,85 @@ def _run_demo(args: argparse.Namespace) -> int:
     return 0
 
 
-SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_render, _add_demo, add_train_commands]
+# ----------------------------------------------------------------------------------------------- infer
+def _add_infer(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "infer",
+        help="run the node's per-frame path over a recording, bag to bag (offline, as fast as the CPU allows)",
+        description="Every frame of the bag's image topic through depth_node's own per-frame functions into a "
+        "new MCAP bag: /depth/image, /depth/camera_info, /depth/colored [and /depth/points], each with its input "
+        "image's stamp and frame_id, logged at the input's log time. Prints the bag's path last.",
+    )
+    p.add_argument("--data", required=True, metavar="BAG", help="rosbag2 folder, .mcap/.db3 or ROS 1 .bag; "
+                   "BAG#frames=A:B or BAG#time=T0:T1 runs part of it")
+    p.add_argument("--out", type=Path, required=True, metavar="OUT_BAG", help="MCAP bag folder to create (must not "
+                   "exist)")
+    p.add_argument("--model", type=Path, help="student model, .onnx or .safetensors (default: the package's weights)")
+    p.add_argument("--points", action="store_true", help="also write /depth/points (organized PointCloud2)")
+    p.add_argument("--video", type=Path, metavar="PREVIEW.mp4", help="also write an MP4 preview, RGB | depth")
+    p.add_argument("--image-topic", default=DEFAULT_IMAGE_TOPIC, help="image topic (default %(default)s; if "
+                   "absent, the bag's only Image/CompressedImage topic)")
+    p.add_argument("--camera-info-topic", default="auto", help="CameraInfo topic (default: the one in the image "
+                   "topic's namespace)")
+    p.add_argument("--depth-encoding", choices=("32FC1", "16UC1"), default="32FC1",
+                   help="depth/image in metres (32FC1, NaN invalid) or millimetres (16UC1, 0 invalid)")
+    p.add_argument("--min-depth", type=_positive(float, zero_ok=True), default=0.0, metavar="M",
+                   help="near limit in metres, nearer = invalid (default 0: the model's own)")
+    p.add_argument("--max-depth", type=_positive(float, zero_ok=True), default=0.0, metavar="M",
+                   help="far limit in metres, farther = invalid (default 0: the model's own)")
+    p.add_argument("--points-decimation", type=_positive(int), default=1, metavar="N",
+                   help="keep every N-th row and column in /depth/points (default 1)")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default auto)")
+    p.add_argument("--threads", type=int, default=0, metavar="N", help="CPU threads for the network (default 0: "
+                   "all cores)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(run=_run_infer)
+
+
+def _run_infer(args: argparse.Namespace) -> int:
+    check_new_output(args.out)
+    if args.video is not None:
+        check_new_output(args.video)
+        if args.video.suffix.lower() != ".mp4":
+            raise UsageError(f"--video {args.video}: the preview is an MP4, give a path ending in .mp4")
+    if args.model is not None and not args.model.is_file():
+        raise UsageError(f"model {args.model} does not exist")
+    try:
+        check_device_spec(args.device)
+    except ValueError as err:
+        raise UsageError(f"--device: {err}") from None
+    if args.threads < 0:
+        raise UsageError(f"--threads must be >= 0 (0 = all cores), got {args.threads}")
+    if args.min_depth and args.max_depth and args.min_depth >= args.max_depth:
+        raise UsageError(f"--min-depth ({args.min_depth:g}) must be below --max-depth ({args.max_depth:g})")
+    from depth_kd.config import ConfigError
+    from depth_kd.data import DataError
+    from depth_kd.infer import BAD_INPUT_EFFECT, InferError, infer_bag
+    from depth_kd_ros.model_info import CheckpointError  # not .checkpoint: that imports torch
+    from depth_kd_ros.params import NodeParams
+
+    params = NodeParams(model_path=str(args.model or ""), device=args.device, threads=args.threads,
+                        min_depth=args.min_depth, max_depth=args.max_depth, depth_encoding=args.depth_encoding,
+                        points_decimation=args.points_decimation)
+    try:
+        summary = infer_bag(args.data, args.out, params, points=args.points, video=args.video,
+                            image_topic=args.image_topic, camera_info_topic=args.camera_info_topic,
+                            progress=not args.quiet)
+    except (InferError, DataError, ConfigError, CheckpointError) as err:
+        raise UsageError(str(err)) from None
+    log.info("%d frames in %.1f s (%.1f frames/s), %d with camera_info", summary.frames, summary.seconds,
+             summary.fps, summary.with_camera_info)
+    if summary.bad_inputs:
+        log.warning("bad input: %s", "; ".join(f"{count} {kind} ({BAD_INPUT_EFFECT[kind]})"
+                                               for kind, count in sorted(summary.bad_inputs.items())))
+    if summary.video is not None:
+        print(summary.video, flush=True)
+    print(summary.out, flush=True)
+    return 0
+
+
+SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_render, _add_demo, _add_infer,
+                                                                  add_train_commands]
 
 
 def build_parser() -> argparse.ArgumentParser:

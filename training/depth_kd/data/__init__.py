@@ -18,7 +18,6 @@ Example::
 """
 
 from .bags import BagError, BagSource, bag_topics, find_bags
-from .dataset import EpochSampler, FrameDataset, TrainingTransform, resize_and_crop
 from .folders import FolderError, ImageFolder
 from .frame import DataError, Frame
 from .selection import Selection, parse_data_spec
@@ -41,3 +40,14 @@ __all__ = [
     "parse_data_spec",
     "resize_and_crop",
 ]
+
+_TORCH_NAMES = ("EpochSampler", "FrameDataset", "TrainingTransform", "resize_and_crop")  # in dataset.py
+
+
+def __getattr__(name: str) -> object:
+    """dataset.py's names on first use: it imports torch, which reading a bag (``depth-kd infer``) never needs."""
+    if name in _TORCH_NAMES:
+        from . import dataset
+
+        return getattr(dataset, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

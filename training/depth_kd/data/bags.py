@@ -87,11 +87,16 @@ __all__ = [
     "BagError",
     "BagSource",
     "bag_topics",
+    "camera_info_topics",
     "depth_topic_candidates",
     "find_bags",
+    "header_stamp_ns",
     "image_topic_candidates",
     "open_bag",
+    "pick_camera_info_topic",
+    "pick_image_topic",
     "resolve_bag_path",
+    "topic_table",
 ]
 
 logger = logging.getLogger(__name__)
@@ -199,14 +204,15 @@ def find_bags(root: str | Path) -> list[Path]:
     return found
 
 
-def _topic_table(reader: AnyReader) -> dict[str, tuple[str, int]]:
+def topic_table(reader: AnyReader) -> dict[str, tuple[str, int]]:
+    """``{topic: (message type, message count)}`` of an opened bag."""
     return {name: (ros2_type_name(info.msgtype or "?"), info.msgcount) for name, info in reader.topics.items()}
 
 
 def bag_topics(path: str | Path) -> dict[str, tuple[str, int]]:
     """``{topic: (message type, message count)}`` of a bag."""
     with open_bag(path) as reader:
-        return _topic_table(reader)
+        return topic_table(reader)
 
 
 def _is_depth_name(topic: str) -> bool:
@@ -239,7 +245,59 @@ def _describe(topics: dict[str, tuple[str, int]], names: list[str] | None = None
     return ", ".join(f"{n} ({topics[n][0]}, {topics[n][1]} msgs)" for n in names) or "none"
 
 
-def _stamp_ns(msg: Any, receive_ns: int) -> int:
+def pick_image_topic(path: Path, topics: dict[str, tuple[str, int]], topic: str | None,
+                     depth_topic: str | None = None) -> str:
+    """The image topic by rule 1 of the module docstring (``topic`` None: the bag's only image-like topic)."""
+    images = [n for n in image_topic_candidates(topics) if n != depth_topic]
+    if topic is not None and (topic in topics or topic != DEFAULT_IMAGE_TOPIC):
+        if topic not in topics:
+            raise BagError(f"{path}: no topic {topic!r}; topics: {_describe(topics)}")
+        if topics[topic][0] not in (IMAGE, COMPRESSED_IMAGE):
+            raise BagError(
+                f"{path}: topic {topic!r} is {topics[topic][0]}, not an Image or CompressedImage; "
+                f"image topics: {_describe(topics, images)}"
+            )
+        return topic
+    absent = f"no topic {topic!r} and " if topic else ""
+    if len(images) == 1:
+        if topic:
+            _log_once((path, "image", images[0]), logging.INFO, "%s: no image topic %s; using %s, the "
+                      "bag's only image topic", path, topic, images[0])
+        return images[0]
+    if not images:
+        raise BagError(f"{path}: {absent}no Image or CompressedImage topic; topics: {_describe(topics)}")
+    raise BagError(f"{path}: {absent}several image topics, choose one with `topic` (--image-topic, "
+                   f"data.image_topic): {_describe(topics, images)}")
+
+
+def camera_info_topics(topics: dict[str, tuple[str, int]]) -> list[str]:
+    """The bag's CameraInfo topics, sorted."""
+    return [n for n in sorted(topics) if topics[n][0] == CAMERA_INFO]
+
+
+def pick_camera_info_topic(path: Path, topics: dict[str, tuple[str, int]], image_topic: str,
+                           topic: str | None = "auto") -> str | None:
+    """The CameraInfo topic for ``image_topic`` by rule 6 of the module docstring; None when ``topic`` is None,
+    the bag has none (the caller says what that means for it) or several fit equally (logged)."""
+    infos = camera_info_topics(topics)
+    if topic is not None and topic != "auto":
+        if topic not in infos:
+            raise BagError(f"{path}: no CameraInfo topic {topic!r}; CameraInfo topics: {_describe(topics, infos)}")
+        return topic
+    if topic is None or not infos:
+        return None
+    shared = {n: _shared_prefix(n.rpartition("/")[0], image_topic) for n in infos}
+    best = [n for n in infos if shared[n] == max(shared.values())]
+    if len(best) == 1:
+        return best[0]
+    _log_once((path, "infos"), logging.WARNING, "%s: several CameraInfo topics (%s) and none in the "
+              "namespace of %s; intrinsics unknown unless camera_info_topic is given", path,
+              ", ".join(infos), image_topic)
+    return None
+
+
+def header_stamp_ns(msg: Any, receive_ns: int) -> int:
+    """A message's header stamp in ns, or ``receive_ns`` where the stamp is zero (rule 2)."""
     stamp = msg.header.stamp
     ns = int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
     return ns if ns else receive_ns
@@ -330,12 +388,14 @@ class BagSource:
         self._reader_pid = -1
         self._cameras: list[_Camera] = []
         with open_bag(self.path) as reader:
-            topics = _topic_table(reader)
-            self.topic = self._pick_image_topic(topics, topic, depth_topic)
+            topics = topic_table(reader)
+            self.topic = pick_image_topic(self.path, topics, topic, depth_topic)
             self.image_type = topics[self.topic][0]
             self.depth_topic = self._pick_depth_topic(topics, depth_topic)
             self.depth_type = topics[self.depth_topic][0] if self.depth_topic else None
-            self.camera_info_topic = self._pick_camera_info_topic(topics, camera_info_topic)
+            self.camera_info_topic = pick_camera_info_topic(self.path, topics, self.topic, camera_info_topic)
+            if camera_info_topic is not None and not camera_info_topics(topics):
+                self._warn_no_camera_info()
             self.instances_topic = self._check_instances_topic(topics, instances_topic)
             images, depths, infos, instances = self._scan(reader, stride, int(round(min_gap_s * 1e9)))
         if selection is not None and not images:
@@ -360,28 +420,6 @@ class BagSource:
 
     # ---- choosing topics (one rule for every caller: see the module docstring) ---------------------
 
-    def _pick_image_topic(self, topics: dict[str, tuple[str, int]], topic: str | None, depth_topic: str | None) -> str:
-        images = [n for n in image_topic_candidates(topics) if n != depth_topic]
-        if topic is not None and (topic in topics or topic != DEFAULT_IMAGE_TOPIC):
-            if topic not in topics:
-                raise BagError(f"{self.path}: no topic {topic!r}; topics: {_describe(topics)}")
-            if topics[topic][0] not in (IMAGE, COMPRESSED_IMAGE):
-                raise BagError(
-                    f"{self.path}: topic {topic!r} is {topics[topic][0]}, not an Image or CompressedImage; "
-                    f"image topics: {_describe(topics, images)}"
-                )
-            return topic
-        absent = f"no topic {topic!r} and " if topic else ""
-        if len(images) == 1:
-            if topic:
-                _log_once((self.path, "image", images[0]), logging.INFO, "%s: no image topic %s; using %s, the "
-                          "bag's only image topic", self.path, topic, images[0])
-            return images[0]
-        if not images:
-            raise BagError(f"{self.path}: {absent}no Image or CompressedImage topic; topics: {_describe(topics)}")
-        raise BagError(f"{self.path}: {absent}several image topics, choose one with `topic` (--image-topic, "
-                       f"data.image_topic): {_describe(topics, images)}")
-
     def _pick_depth_topic(self, topics: dict[str, tuple[str, int]], topic: str | None) -> str | None:
         if topic is None:
             return None
@@ -402,28 +440,6 @@ class BagSource:
                 "(metres) or 16UC1 (millimetres), or a compressedDepth sensor_msgs/msg/CompressedImage"
             )
         return topic
-
-    def _pick_camera_info_topic(self, topics: dict[str, tuple[str, int]], topic: str | None) -> str | None:
-        infos = [n for n in sorted(topics) if topics[n][0] == CAMERA_INFO]
-        if topic is not None and topic != "auto":
-            if topic not in infos:
-                raise BagError(
-                    f"{self.path}: no CameraInfo topic {topic!r}; CameraInfo topics: {_describe(topics, infos)}"
-                )
-            return topic
-        if topic is None:
-            return None
-        if not infos:
-            self._warn_no_camera_info()
-            return None
-        shared = {n: _shared_prefix(n.rpartition("/")[0], self.topic) for n in infos}
-        best = [n for n in infos if shared[n] == max(shared.values())]
-        if len(best) == 1:
-            return best[0]
-        _log_once((self.path, "infos"), logging.WARNING, "%s: several CameraInfo topics (%s) and none in the "
-                  "namespace of %s; intrinsics unknown unless camera_info_topic is given", self.path,
-                  ", ".join(infos), self.topic)
-        return None
 
     def _check_instances_topic(self, topics: dict[str, tuple[str, int]], topic: str | None) -> str | None:
         if topic is None:
@@ -471,7 +487,7 @@ class BagSource:
             nth = prev[1] + 1 if prev and prev[0] == receive_ns else 0
             last_time[topic] = (receive_ns, nth)
             msg = reader.deserialize(raw, ros2_type_name(connection.msgtype))
-            stamp = _stamp_ns(msg, receive_ns)
+            stamp = header_stamp_ns(msg, receive_ns)
             if topic == self.topic:
                 first_stamp = stamp if first_stamp is None else first_stamp
                 key = self._key(stamp, repeats)
