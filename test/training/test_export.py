@@ -274,5 +274,7 @@ def test_default_weights_int8_on_real_frames(tmp_path):
     result = export_int8(DEFAULT_WEIGHTS, tmp_path / "int8.onnx", [f"{bag}#frames=0:150"], frames=16, fp32_out=fp32)
     measured = int8_accuracy(result.path, fp32, accuracy_sources([], [f"{bag}#frames=350:500"]), max_frames=10)
     assert measured.frames == 10
-    assert abs(measured.relative_change) < 0.1, measured.summary()
+    # No more than 10% worse (the shipped weights happen to gain ~11% here: quantisation moved their scale the
+    # kitchen's way), and close to float32 pixel by pixel.
+    assert measured.relative_change < 0.1 and measured.mean_relative_difference < 0.06, measured.summary()
     assert result.path.stat().st_size < 0.4 * fp32.stat().st_size  # int8 weights (the tiny model is mostly graph)
