@@ -112,13 +112,14 @@ def _pixel_view(
 
 def image_to_rgb(
     encoding: str, height: int, width: int, step: int, data: Any, is_bigendian: bool = False,
-    max_pixels: int = MAX_DECODED_PIXELS,
+    max_pixels: int = MAX_DECODED_PIXELS, copy: bool = True,
 ) -> np.ndarray:
     """Decode a sensor_msgs/Image payload to a uint8 (height, width, 3) RGB array.
 
     Alpha is dropped, mono is replicated to three channels, and mono16/16UC1 keeps its high byte
     (value >> 8) so the full 16-bit range maps onto 0..255. Images over ``max_pixels`` are refused before
-    anything is allocated for them.
+    anything is allocated for them. ``copy=False`` lets an rgb8 result view ``data`` (read-only when ``data``
+    is ``bytes``): the node reads each frame once, and copying 900 KiB into fresh pages cost it ~1 ms a frame.
     """
     if encoding not in _COLOUR_LAYOUTS:
         raise ImageDecodeError(
@@ -130,7 +131,7 @@ def image_to_rgb(
     pixels = _pixel_view(encoding, height, width, step, data, channels, dtype)
 
     if order == "rgb":
-        return pixels.copy()
+        return pixels.copy() if copy else pixels
     if order in _TO_RGB:  # cvtColor reads padded rows in place and is several times faster than numpy here
         return cv2.cvtColor(pixels, _TO_RGB[order])
     mono = pixels if itemsize == 1 else (pixels >> 8).astype(np.uint8)

@@ -10,8 +10,6 @@ node (subscribe, first image), the rest is DDS discovering the viewer (bench_fir
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import os
 import struct
 import sys
@@ -34,6 +32,7 @@ from depth_kd_ros import pipeline
 from depth_kd_ros.camera_info import IntrinsicsError
 from depth_kd_ros.image_codec import ImageDecodeError, compressed_depth_to_metres, depth_image_to_metres
 from depth_kd_ros.inference import DepthEstimator
+from depth_kd_ros.memory import keep_frame_memory, release_free_memory
 from depth_kd_ros.params import NodeParams, declare_parameters, depth_limits, validate
 from depth_kd_ros.scale import ScaleEstimate, ScaleFilter, scale_from_depth, scale_from_ground, up_from_pitch
 from depth_kd_ros.serialized import parse_cdr
@@ -417,18 +416,6 @@ def _cdr_stamp_ns(raw: bytes) -> int:
     return sec * 1_000_000_000 + nanosec
 
 
-def release_free_memory() -> None:
-    """Return freed heap memory to the OS (glibc's malloc_trim; a no-op elsewhere).
-
-    glibc keeps the memory of freed large buffers once its dynamic mmap threshold has grown, so one very large
-    frame would otherwise leave the node tens of MB bigger for good.
-    """
-    name = ctypes.util.find_library("c")
-    libc = ctypes.CDLL(name) if name else None
-    if libc is not None and hasattr(libc, "malloc_trim"):
-        libc.malloc_trim(0)
-
-
 def shipped_dds_profile() -> Path | None:
     """config/fastdds.xml where this package is installed (colcon or pip: <prefix>/share/depth_kd_ros/config/,
     the module being in <prefix>/lib/pythonX.Y/site-packages/) or checked out (editable install)."""
@@ -466,6 +453,7 @@ def run(node_class: type[Node], executable: str, args: list[str] | None = None) 
     """Spin a ``node_class`` until Ctrl-C or shutdown; a start-up failure (bad model file, bad parameters) ends
     the process with one line naming ``executable`` and exit status 1."""
     profile = use_shipped_dds_profile()
+    keep_frame_memory()
     rclpy.init(args=args)
     node = None
     try:

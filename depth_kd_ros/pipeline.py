@@ -30,7 +30,8 @@ def decode_image(raw: bytes, compressed: bool, max_pixels: int) -> tuple[Header,
     """(header, uint8 RGB) from a serialised sensor_msgs/Image or CompressedImage.
 
     Raises ImageDecodeError for anything undecodable, including images over ``max_pixels`` (checked from the
-    declared size, before decoding) and bytes that are no valid message.
+    declared size, before decoding) and bytes that are no valid message. An rgb8 result is a read-only view
+    of ``raw``.
     """
     try:
         if compressed:
@@ -39,7 +40,7 @@ def decode_image(raw: bytes, compressed: bool, max_pixels: int) -> tuple[Header,
         else:
             msg = parse_cdr(raw, "sensor_msgs/msg/Image")
             rgb = image_to_rgb(msg.encoding, msg.height, msg.width, msg.step, msg.data, bool(msg.is_bigendian),
-                               max_pixels=max_pixels)
+                               max_pixels=max_pixels, copy=False)
     except MessageParseError as error:
         raise ImageDecodeError(str(error)) from error
     stamp = Time(sec=msg.header.stamp.sec, nanosec=msg.header.stamp.nanosec)

@@ -352,3 +352,12 @@ def test_depth_to_16uc1_millimetres_rounded_and_zero_for_invalid():
     back = depth_image_to_metres("16UC1", 1, 10, 20, out.tobytes())
     np.testing.assert_allclose(back[0, :3], [1.0, 1.234, 1.235], rtol=1e-6)
     assert np.isnan(back[0, 3]) and np.isnan(back[0, 6:]).all()
+
+
+def test_copy_false_views_the_message_read_only():
+    rgb = image_to_rgb("rgb8", 2, 2, 8, THREE_CHANNEL, copy=False)  # bytes, as a raw subscription hands them over
+    np.testing.assert_array_equal(rgb[1, 0], [7, 8, 9])
+    assert np.shares_memory(rgb, np.frombuffer(THREE_CHANNEL, np.uint8))
+    with pytest.raises(ValueError):
+        rgb[0, 0, 0] = 5
+    assert image_to_rgb("bgr8", 2, 2, 8, THREE_CHANNEL, copy=False).flags.writeable  # conversions still copy

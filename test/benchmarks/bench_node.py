@@ -1,6 +1,7 @@
 """Benchmark depth_node's per-frame costs at 640x480 input, each against a baseline measured in the same run.
 
     .venv/bin/python test/benchmarks/bench_node.py [--model CKPT.safetensors] [--threads 1] [--frames 60]
+                                                   [--sections 1234]
 
 1. predict (DepthEstimator.predict, resizes included) for each backend: torch fp32, ONNX Runtime fp32, ONNX
    Runtime int8 (QDQ, calibrated on real frames), at the model's processing size and at 224x288 (same
@@ -219,8 +220,19 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=60, help="frames for the end-to-end measurement")
     parser.add_argument("--repeats", type=int, default=40, help="repeats for each predict timing")
     parser.add_argument("--load-repeats", type=int, default=150, help="repeats under load (p95)")
+    parser.add_argument("--sections", default="1234", help="which sections to run, e.g. 3 for end to end only")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
+    if set(args.sections) & {"1", "2"}:
+        backends(args)
+    if "3" in args.sections:
+        node_end_to_end(args)
+    if "4" in args.sections:
+        point_cloud()
+
+
+def backends(args: argparse.Namespace) -> None:
+    """Sections 1 and 2: predict per backend and size, idle and with one core busy."""
     rgb = real_frame()
     info = load_checkpoint(args.model)[1]
     default_size = (info.input_height, info.input_width)
@@ -231,39 +243,52 @@ def main() -> None:
         print(f"depth_node benchmark: {WIDTH}x{HEIGHT} input, CPU ({os.cpu_count()} cores), model {args.model.name} "
               f"({info.arch}); int8 calibration: {CALIBRATION if len(files) > 2 * len(sizes) else 'skipped'}")
 
-        print(f"\n1. predict at {WIDTH}x{HEIGHT} input (resizes included), {args.threads} thread(s), median of "
-              f"{args.repeats}")
-        print(f"{'backend':18s} {'size':>8s} {'ms':>8s} {'frames/s':>9s} {'vs torch fp32':>14s}")
-        medians = {}
-        for (variant, size), path in files.items():
-            medians[variant, size] = float(np.median(latencies(lambda e=estimator(path, args.threads):
-                                                                e.predict(rgb, fx=FX), args.repeats)))
-        for (variant, size), ms in medians.items():
-            base = medians["torch fp32", size]
-            print(f"{variant:18s} {size[0]:>3d}x{size[1]:<4d} {ms * 1e3:8.2f} {1 / ms:9.1f} {ms / base:14.3f}")
-        anchor = tflite_anchor(rgb, args.repeats, args.threads)
-        if anchor is None:
-            print("FastDepth int8 TFLite 224x224: skipped (no ../shared/models/fastdepth)")
-        else:
-            print(f"{'FastDepth TFLite':18s} {'224x224':>8s} {anchor * 1e3:8.2f} {1 / anchor:9.1f} "
-                  f"{anchor / medians['torch fp32', default_size]:14.3f}  (anchor, int8, whole-frame resize)")
+        if "1" in args.sections:
+            predict_table(args, rgb, files, default_size)
+        if "2" in args.sections:
+            busy_table(args, rgb, files, default_size)
 
-        print(f"\n2. a busy robot: one core kept busy by another process; predict at {default_size[0]}x"
-              f"{default_size[1]}, {args.load_repeats} calls")
-        print(f"{'backend':18s} {'threads':>7s} {'idle median ms':>15s} {'loaded median':>14s} "
-              f"{'loaded p95':>11s} {'p95 / idle':>11s}")
-        for (variant, size), path in files.items():
-            if size != default_size:
-                continue
-            for threads in (1, 2):
-                est = estimator(path, threads)
-                idle = float(np.median(latencies(lambda e=est: e.predict(rgb, fx=FX), args.repeats)))
-                with BusyCore():
-                    loaded = latencies(lambda e=est: e.predict(rgb, fx=FX), args.load_repeats)
-                p95 = float(np.percentile(loaded, 95))
-                print(f"{variant:18s} {threads:7d} {idle * 1e3:15.2f} {np.median(loaded) * 1e3:14.2f} "
-                      f"{p95 * 1e3:11.2f} {p95 / idle:11.2f}")
 
+def predict_table(args: argparse.Namespace, rgb: np.ndarray, files: dict, default_size: tuple[int, int]) -> None:
+    print(f"\n1. predict at {WIDTH}x{HEIGHT} input (resizes included), {args.threads} thread(s), median of "
+          f"{args.repeats}")
+    print(f"{'backend':18s} {'size':>8s} {'ms':>8s} {'frames/s':>9s} {'vs torch fp32':>14s}")
+    medians = {}
+    for (variant, size), path in files.items():
+        medians[variant, size] = float(np.median(latencies(lambda e=estimator(path, args.threads):
+                                                            e.predict(rgb, fx=FX), args.repeats)))
+    for (variant, size), ms in medians.items():
+        base = medians["torch fp32", size]
+        print(f"{variant:18s} {size[0]:>3d}x{size[1]:<4d} {ms * 1e3:8.2f} {1 / ms:9.1f} {ms / base:14.3f}")
+    anchor = tflite_anchor(rgb, args.repeats, args.threads)
+    if anchor is None:
+        print("FastDepth int8 TFLite 224x224: skipped (no ../shared/models/fastdepth)")
+    else:
+        print(f"{'FastDepth TFLite':18s} {'224x224':>8s} {anchor * 1e3:8.2f} {1 / anchor:9.1f} "
+              f"{anchor / medians['torch fp32', default_size]:14.3f}  (anchor, int8, whole-frame resize)")
+
+
+def busy_table(args: argparse.Namespace, rgb: np.ndarray, files: dict, default_size: tuple[int, int]) -> None:
+    print(f"\n2. a busy robot: one core kept busy by another process; predict at {default_size[0]}x"
+          f"{default_size[1]}, {args.load_repeats} calls")
+    print(f"{'backend':18s} {'threads':>7s} {'idle median ms':>15s} {'loaded median':>14s} "
+          f"{'loaded p95':>11s} {'p95 / idle':>11s}")
+    for (variant, size), path in files.items():
+        if size != default_size:
+            continue
+        for threads in (1, 2):
+            est = estimator(path, threads)
+            idle = float(np.median(latencies(lambda e=est: e.predict(rgb, fx=FX), args.repeats)))
+            with BusyCore():
+                loaded = latencies(lambda e=est: e.predict(rgb, fx=FX), args.load_repeats)
+            p95 = float(np.percentile(loaded, 95))
+            print(f"{variant:18s} {threads:7d} {idle * 1e3:15.2f} {np.median(loaded) * 1e3:14.2f} "
+                  f"{p95 * 1e3:11.2f} {p95 / idle:11.2f}")
+
+
+def node_end_to_end(args: argparse.Namespace) -> None:
+    """Section 3: Image in -> depth/image out through a depth_node process, against predict alone."""
+    rgb = real_frame()
     default = estimator(DEFAULT_WEIGHTS["onnxruntime"], NodeParams.threads)
     alone = float(np.median(latencies(lambda: default.predict(rgb, fx=FX), args.repeats)))
     e2e, diagnostics = end_to_end(args.frames)
@@ -283,7 +308,10 @@ def main() -> None:
         print(f"  in the node: {name:27s} {ms:8.2f}")
     print(f"  outside the node (DDS in and out, subscriber): {np.median(e2e) * 1e3 - sum(stages.values()):.2f}")
 
-    depth = default.predict(rgb)
+
+def point_cloud() -> None:
+    """Section 4: the vectorised cloud against a per-point loop."""
+    depth = estimator(DEFAULT_WEIGHTS["onnxruntime"], NodeParams.threads).predict(real_frame())
     cloud = float(np.median(latencies(lambda: depth_to_cloud(depth, FX, FX, 319.5, 239.5), 20)))
     loop = float(np.median(latencies(lambda: cloud_loop(depth, FX, FX, 319.5, 239.5), 1)))
     np.testing.assert_allclose(depth_to_cloud(depth, FX, FX, 319.5, 239.5)[..., :3],
