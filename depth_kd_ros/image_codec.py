@@ -221,16 +221,19 @@ def compressed_image_size(data: Any, fmt: str = "") -> tuple[int, int]:
 
 
 def depth_image_to_metres(
-    encoding: str, height: int, width: int, step: int, data: Any, is_bigendian: bool = False
+    encoding: str, height: int, width: int, step: int, data: Any, is_bigendian: bool = False,
+    max_pixels: int = MAX_DECODED_PIXELS,
 ) -> np.ndarray:
     """Decode a REP 118 depth image to float32 (height, width) metres with NaN for invalid pixels.
 
-    32FC1 is metres (non-finite or <= 0 -> NaN); 16UC1/mono16 is millimetres (0 -> NaN).
+    32FC1 is metres (non-finite or <= 0 -> NaN); 16UC1/mono16 is millimetres (0 -> NaN). Images over
+    ``max_pixels`` are refused before anything is allocated for them.
     """
     if encoding not in _DEPTH_KINDS:
         raise ImageDecodeError(
             f"unsupported depth encoding {_quote(encoding)}; supported: {', '.join(DEPTH_ENCODINGS)}"
         )
+    _check_pixel_count(f"{encoding} depth image", width, height, max_pixels)
     kind = _DEPTH_KINDS[encoding]
     dtype = np.dtype((">" if is_bigendian else "<") + kind)
     raw = _pixel_view(encoding, height, width, step, data, 1, dtype)[..., 0]
@@ -283,7 +286,7 @@ def _compressed_depth_kind(fmt: str) -> tuple[str, str]:
     return encoding, compression
 
 
-def _check_png_header(png: np.ndarray, fmt: str) -> None:
+def _check_png_header(png: np.ndarray, fmt: str, max_pixels: int) -> None:
     """Refuse a payload that is no PNG, or whose IHDR declares anything but a 16-bit grey image of sane size."""
     if bytes(png[:8]) != _PNG_SIGNATURE or png.size < 8 + _PNG_IHDR.size:
         raise ImageDecodeError(f"compressedDepth ({_quote(fmt)}): the {png.size} bytes after the 12-byte header "
@@ -291,21 +294,20 @@ def _check_png_header(png: np.ndarray, fmt: str) -> None:
     _, chunk, width, height, bit_depth, colour_type = _PNG_IHDR.unpack_from(bytes(png[8 : 8 + _PNG_IHDR.size]))
     if chunk != b"IHDR" or width == 0 or height == 0:
         raise ImageDecodeError(f"compressedDepth ({_quote(fmt)}): PNG without a valid IHDR (size {width}x{height})")
-    if width * height > MAX_DECODED_PIXELS:
-        raise ImageDecodeError(f"compressedDepth ({_quote(fmt)}): PNG declares {width}x{height} pixels, over the limit "
-                               f"of {MAX_DECODED_PIXELS}; refusing to decode it")
+    _check_pixel_count(f"compressedDepth ({_quote(fmt)}) PNG", width, height, max_pixels)
     if bit_depth != 16 or colour_type != 0:
         raise ImageDecodeError(f"compressedDepth ({_quote(fmt)}): PNG is {bit_depth}-bit with colour type "
                                f"{colour_type}; depth must be a 16-bit single-channel (grey, colour type 0) PNG")
 
 
-def compressed_depth_to_metres(fmt: str, data: Any) -> np.ndarray:
+def compressed_depth_to_metres(fmt: str, data: Any, max_pixels: int = MAX_DECODED_PIXELS) -> np.ndarray:
     """Decode a compressed_depth_image_transport CompressedImage to float32 (height, width) metres, NaN invalid.
 
     ``fmt`` is the message's format (``"16UC1; compressedDepth png"``, older ``"16UC1; compressedDepth"``,
     ``"32FC1; compressedDepth png"``). 16UC1: the PNG holds millimetres, 0 = invalid. 32FC1: the PNG holds
     quantised inverse depth q, depth = depthParam[0] / (q - depthParam[1]) and q = 0 is invalid. RVL,
-    unknown header formats, truncated or undecodable payloads raise :class:`ImageDecodeError`.
+    unknown header formats, truncated or undecodable payloads, and PNGs declaring over ``max_pixels`` pixels
+    raise :class:`ImageDecodeError`.
     """
     encoding, _ = _compressed_depth_kind(fmt)
     buf = _as_bytes(data)
@@ -317,7 +319,7 @@ def compressed_depth_to_metres(fmt: str, data: Any) -> np.ndarray:
         raise ImageDecodeError(f"compressedDepth ({_quote(fmt)}): unknown compression format {header_format} in the "
                                f"header (expected {_INV_DEPTH})")
     png = buf[_CONFIG_HEADER.size :]
-    _check_png_header(png, fmt)
+    _check_png_header(png, fmt, max_pixels)
     try:
         raw = cv2.imdecode(png, cv2.IMREAD_UNCHANGED)
     except cv2.error as err:

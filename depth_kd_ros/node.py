@@ -11,13 +11,13 @@ node (subscribe, first image), the rest is DDS discovering the viewer (bench_fir
 from __future__ import annotations
 
 import os
-import struct
 import sys
 import threading
 import time
 from collections import deque
 from pathlib import Path
 
+import numpy as np
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rclpy.event_handler import PublisherEventCallbacks
@@ -30,12 +30,12 @@ from std_msgs.msg import Float32, Header
 
 from depth_kd_ros import pipeline
 from depth_kd_ros.camera_info import IntrinsicsError
-from depth_kd_ros.image_codec import ImageDecodeError, compressed_depth_to_metres, depth_image_to_metres
+from depth_kd_ros.image_codec import ImageDecodeError
 from depth_kd_ros.inference import DepthEstimator
 from depth_kd_ros.memory import keep_frame_memory, release_free_memory
 from depth_kd_ros.params import NodeParams, declare_parameters, depth_limits, validate
-from depth_kd_ros.scale import ScaleEstimate, ScaleFilter, scale_from_depth, scale_from_ground, up_from_pitch
-from depth_kd_ros.serialized import parse_cdr
+from depth_kd_ros.scale import ScaleAnchor
+from depth_kd_ros.serialized import cdr_stamp_ns
 from depth_kd_ros.stats import FrameStats
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
@@ -68,9 +68,7 @@ class DepthNodeCore:
         self._last_pixels = 0
         self._mailbox_ready = threading.Condition()
         self.pub_depth = self.pub_info = self.pub_points = self.pub_colored = self.pub_diag = None
-        self.pub_scale, self.scale_filter = None, None
-        self._scale_estimate: ScaleEstimate | None = None
-        self._frames_without_scale = 0
+        self.pub_scale, self.anchor = None, None
         self._metric_depths: deque[tuple[int, bytes]] = deque(maxlen=METRIC_DEPTH_KEPT)  # (stamp ns, CDR)
         self._metric_depth_sub = None
         self._active = False
@@ -112,8 +110,9 @@ class DepthNodeCore:
             reliability=(ReliabilityPolicy.RELIABLE if self.params.input_reliability == "reliable"
                          else qos_profile_sensor_data.reliability),
         )
-        self.scale_filter = ScaleFilter() if self.params.scale_source != "none" else None
-        self.pub_scale = self._create_output(Float32, "depth/scale", 10) if self.scale_filter else None
+        p = self.params
+        self.anchor = ScaleAnchor(p.scale_source, p.camera_height, p.camera_pitch) if p.scale_source != "none" else None
+        self.pub_scale = self._create_output(Float32, "depth/scale", 10) if self.anchor else None
 
     def activate(self) -> None:
         """Start the work: the CameraInfo subscription, the image subscription (while someone listens), the
@@ -277,42 +276,26 @@ class DepthNodeCore:
         if len(raw) < 12:
             self._bad_input("metric_depth", f"metric depth message of {len(raw)} bytes has no header")
             return
-        self._metric_depths.append((_cdr_stamp_ns(raw), raw))
+        self._metric_depths.append((cdr_stamp_ns(raw), raw))
 
-    def _measure_scale(self, depth, header: Header, intrinsics) -> ScaleEstimate | None:
-        """This frame's scale from the configured source, or None when it offers too little support."""
+    def _matched_metric_depth(self, header: Header) -> np.ndarray | None:
+        """The metric depth (metres) nearest this frame's stamp within the tolerance, or None."""
         p = self.params
-        if p.scale_source == "ground":
-            return None if not intrinsics else scale_from_ground(depth, intrinsics, p.camera_height,
-                                                                 up_from_pitch(p.camera_pitch))
-        stamp = header.stamp.sec * 1_000_000_000 + header.stamp.nanosec
-        candidates = [(abs(s - stamp), raw) for s, raw in list(self._metric_depths)]
-        gap, raw = min(candidates, default=(None, None), key=lambda c: c[0])
-        if raw is None or gap > p.metric_depth_tolerance * 1e9:
+        raw = pipeline.nearest_by_stamp(list(self._metric_depths), header.stamp, p.metric_depth_tolerance)
+        if raw is None:
             return None
         try:
-            if p.metric_depth_transport == "compressedDepth":
-                msg = parse_cdr(raw, "sensor_msgs/msg/CompressedImage")
-                metric = compressed_depth_to_metres(msg.format, msg.data)
-            else:
-                msg = parse_cdr(raw, "sensor_msgs/msg/Image")
-                metric = depth_image_to_metres(msg.encoding, msg.height, msg.width, msg.step, msg.data,
-                                               bool(msg.is_bigendian))
-        except ValueError as error:  # ImageDecodeError, MessageParseError
+            return pipeline.decode_depth(raw, p.metric_depth_transport == "compressedDepth", p.max_image_pixels)
+        except ImageDecodeError as error:
             self._bad_input("metric_depth", f"bad metric depth on {self.resolve_topic_name('metric_depth')}: {error}")
             return None
-        return scale_from_depth(depth, metric)
 
     def _anchor(self, depth, header: Header, intrinsics) -> float:
         """The smoothed metric scale for this frame (1.0 without anchoring), published on depth/scale."""
-        if self.scale_filter is None:
+        if self.anchor is None:
             return 1.0
-        estimate = self._measure_scale(depth, header, intrinsics)
-        if estimate is None:
-            self._frames_without_scale += 1
-        else:
-            self._scale_estimate = estimate
-        scale = self.scale_filter.update(estimate)
+        metric = self._matched_metric_depth(header) if self.anchor.source == "depth" else None
+        scale = self.anchor.update(depth, intrinsics, metric)
         self.pub_scale.publish(Float32(data=float(scale)))
         return scale
 
@@ -372,14 +355,7 @@ class DepthNodeCore:
         self.pub_diag.publish(DiagnosticArray(header=header, status=[status]))
 
     def _scale_diagnostics(self) -> dict[str, str]:
-        if self.scale_filter is None:
-            return {}
-        last = self._scale_estimate
-        return {"scale source": self.params.scale_source, "scale": f"{self.scale_filter.current:.4f}",
-                "scale support (last)": str(last.support if last else 0),
-                "scale residual (last)": f"{last.residual:.4f}" if last else "",
-                "scale: frames without support": str(self._frames_without_scale),
-                "scale: outliers rejected": str(self.scale_filter.rejected)}
+        return self.anchor.diagnostics() if self.anchor is not None else {}
 
     def destroy_node(self) -> None:
         """Stop the worker before rclpy destroys the node's entities."""
@@ -408,12 +384,6 @@ def default_model(backend: str) -> Path:
         else:
             backend = "onnxruntime"
     return DEFAULT_WEIGHTS[backend]
-
-
-def _cdr_stamp_ns(raw: bytes) -> int:
-    """header.stamp of a serialised message that starts with a std_msgs/Header (after CDR's 4-byte encapsulation)."""
-    sec, nanosec = struct.unpack_from("<iI", raw, 4)
-    return sec * 1_000_000_000 + nanosec
 
 
 def shipped_dds_profile() -> Path | None:

@@ -3,11 +3,15 @@ call these, so the two cannot diverge.
 
     header, rgb = decode_image(raw, compressed, max_pixels)            # CDR bytes of an Image/CompressedImage
     info, intrinsics = fit_camera_info(camera_info, header, width, height)
-    depth = finish_depth(estimate_depth(estimator, rgb, fx), scale, limits)  # metres, NaN = invalid (REP 118)
+    depth = estimate_depth(estimator, rgb, fx)
+    scale = anchor.update(depth, intrinsics, decode_depth(...))        # scale.ScaleAnchor; 1.0 without one
+    depth = finish_depth(depth, scale, limits)                         # metres, NaN = invalid (REP 118)
     depth_image(header, depth, "32FC1"), cloud(...), colored(...)      # CDR bytes, ready to publish or record
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import numpy as np
 from builtin_interfaces.msg import Time
@@ -15,7 +19,15 @@ from sensor_msgs.msg import CameraInfo
 from std_msgs.msg import Header
 
 from depth_kd_ros.camera_info import camera_info_for_image
-from depth_kd_ros.image_codec import ImageDecodeError, colorize_depth, compressed_to_rgb, depth_to_16uc1, image_to_rgb
+from depth_kd_ros.image_codec import (
+    ImageDecodeError,
+    colorize_depth,
+    compressed_depth_to_metres,
+    compressed_to_rgb,
+    depth_image_to_metres,
+    depth_to_16uc1,
+    image_to_rgb,
+)
 from depth_kd_ros.inference import DepthEstimator
 from depth_kd_ros.pointcloud import cloud_fields, depth_to_cloud
 from depth_kd_ros.serialized import MessageParseError, cloud_cdr, depth_image_cdr, image_cdr, parse_cdr
@@ -45,6 +57,27 @@ def decode_image(raw: bytes, compressed: bool, max_pixels: int) -> tuple[Header,
         raise ImageDecodeError(str(error)) from error
     stamp = Time(sec=msg.header.stamp.sec, nanosec=msg.header.stamp.nanosec)
     return Header(stamp=stamp, frame_id=msg.header.frame_id), rgb
+
+
+def decode_depth(raw: bytes, compressed: bool, max_pixels: int) -> np.ndarray:
+    """float32 metres (NaN invalid) from a serialised depth Image (16UC1, 32FC1) or compressedDepth
+    CompressedImage. Raises ImageDecodeError, as decode_image does."""
+    try:
+        if compressed:
+            msg = parse_cdr(raw, "sensor_msgs/msg/CompressedImage")
+            return compressed_depth_to_metres(msg.format, msg.data, max_pixels=max_pixels)
+        msg = parse_cdr(raw, "sensor_msgs/msg/Image")
+        return depth_image_to_metres(msg.encoding, msg.height, msg.width, msg.step, msg.data, bool(msg.is_bigendian),
+                                     max_pixels=max_pixels)
+    except MessageParseError as error:
+        raise ImageDecodeError(str(error)) from error
+
+
+def nearest_by_stamp(candidates: Sequence[tuple[int, bytes]], stamp: Time, tolerance_s: float) -> bytes | None:
+    """Of (stamp in ns, CDR bytes) pairs, the one stamped nearest ``stamp`` if within ``tolerance_s``, else None."""
+    stamp_ns = stamp.sec * 1_000_000_000 + stamp.nanosec
+    gap, raw = min(((abs(s - stamp_ns), r) for s, r in candidates), default=(None, None), key=lambda c: c[0])
+    return raw if raw is not None and gap <= tolerance_s * 1e9 else None
 
 
 def fit_camera_info(info: CameraInfo, header: Header, width: int,

@@ -11,7 +11,9 @@ trained for. Given the predicted depth ``D`` and some metric evidence, each func
   optical frame (from the camera's pitch): a plane fitted by RANSAC to the lower image's points, whose normal
   must agree with ``up``; scale = height / the plane's distance from the camera.
 
-Pure numpy, vectorised; the node and the offline measurement (docs/scale_anchoring.md) call the same code.
+:class:`ScaleAnchor` puts one source and the filter together, as the node and ``depth-kd infer`` use them.
+Pure numpy, vectorised; the node, ``depth-kd infer`` and the offline measurement (docs/scale_anchoring.md) call
+the same code.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["ScaleEstimate", "ScaleFilter", "scale_from_depth", "scale_from_ground", "up_from_pitch"]
+__all__ = ["ScaleAnchor", "ScaleEstimate", "ScaleFilter", "scale_from_depth", "scale_from_ground", "up_from_pitch"]
 
 MIN_SUPPORT = 20  # pixels or floor points a scale needs
 
@@ -155,3 +157,38 @@ class ScaleFilter:
     @property
     def current(self) -> float:
         return 1.0 if self.scale is None else self.scale
+
+
+class ScaleAnchor:
+    """One configured source (``"depth"`` or ``"ground"``) and its :class:`ScaleFilter`: ``update`` gives each
+    frame's scale, ``diagnostics`` what /diagnostics and ``depth-kd infer``'s summary report."""
+
+    def __init__(self, source: str, camera_height: float = 0.0, camera_pitch: float = 0.0) -> None:
+        if source not in ("depth", "ground"):
+            raise ValueError(f"scale source must be depth or ground, got {source!r}")
+        self.source, self.camera_height, self.up = source, camera_height, up_from_pitch(camera_pitch)
+        self.filter = ScaleFilter()
+        self.last: ScaleEstimate | None = None  # the last frame's estimate that had support
+        self.frames_without_support = 0
+
+    def update(self, depth: np.ndarray, intrinsics: tuple[float, float, float, float] | None,
+               metric: np.ndarray | None = None) -> float:
+        """The smoothed scale for this frame's predicted ``depth``. ``metric``: the matched metric depth (source
+        depth; None when none matched); ``intrinsics`` (source ground; None without usable CameraInfo)."""
+        if self.source == "depth":
+            estimate = None if metric is None else scale_from_depth(depth, metric)
+        else:
+            estimate = None if not intrinsics else scale_from_ground(depth, intrinsics, self.camera_height, self.up)
+        if estimate is None:
+            self.frames_without_support += 1
+        else:
+            self.last = estimate
+        return self.filter.update(estimate)
+
+    def diagnostics(self) -> dict[str, str]:
+        last = self.last
+        return {"scale source": self.source, "scale": f"{self.filter.current:.4f}",
+                "scale support (last)": str(last.support if last else 0),
+                "scale residual (last)": f"{last.residual:.4f}" if last else "",
+                "scale: frames without support": str(self.frames_without_support),
+                "scale: outliers rejected": str(self.filter.rejected)}

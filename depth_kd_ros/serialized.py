@@ -11,6 +11,7 @@ Subscribers see an ordinary message: test/test_serialized.py checks it against r
 """
 from __future__ import annotations
 
+import struct
 from collections.abc import Sequence
 from functools import lru_cache
 
@@ -34,6 +35,13 @@ def parse_cdr(raw: bytes, msgtype: str) -> object:
     except Exception as error:  # noqa: BLE001 - rosbags raises struct/index/unicode errors on damaged data
         raise MessageParseError(f"{len(raw)} bytes are not a valid {msgtype} ({type(error).__name__}: "
                                 f"{str(error)[:120]})") from error
+
+
+def cdr_stamp_ns(raw: bytes) -> int:
+    """header.stamp (ns) of a serialised message that starts with a std_msgs/Header, read without parsing it
+    (after CDR's 4-byte encapsulation: int32 sec, uint32 nanosec). ``raw`` must hold at least 12 bytes."""
+    sec, nanosec = struct.unpack_from("<iI", raw, 4)
+    return sec * 1_000_000_000 + nanosec
 
 
 def _header(header) -> object:

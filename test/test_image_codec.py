@@ -314,8 +314,16 @@ def test_compressed_depth_errors(fmt, data, fragment):
 def test_compressed_depth_size_limit_is_checked_before_decoding():
     assert MAX_DECODED_PIXELS == 1 << 26
     compressed_depth_to_metres("16UC1; compressedDepth png", compressed_depth(np.ones((2, 3), np.uint16)))
-    with pytest.raises(ImageDecodeError, match="declares 8193x8192 pixels"):
+    with pytest.raises(ImageDecodeError, match="declares 8193x8192 = 67117056 pixels"):
         compressed_depth_to_metres("16UC1; compressedDepth png", _png_with_ihdr_size(8193, 8192))
+    with pytest.raises(ImageDecodeError, match="over the limit of 5"):  # the caller's limit (the node's parameter)
+        compressed_depth_to_metres("16UC1; compressedDepth png", compressed_depth(np.ones((2, 3), np.uint16)),
+                                   max_pixels=5)
+
+
+def test_raw_depth_size_limit_is_checked_before_its_data():
+    with pytest.raises(ImageDecodeError, match="16UC1 depth image declares 65535x65535"):
+        depth_image_to_metres("16UC1", 65535, 65535, 2 * 65535, b"", max_pixels=8_388_608)
 
 
 # --- colour map -------------------------------------------------------------------------------------

@@ -4,8 +4,17 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from builtin_interfaces.msg import Time
 
-from depth_kd_ros.scale import ScaleEstimate, ScaleFilter, scale_from_depth, scale_from_ground, up_from_pitch
+from depth_kd_ros.pipeline import nearest_by_stamp
+from depth_kd_ros.scale import (
+    ScaleAnchor,
+    ScaleEstimate,
+    ScaleFilter,
+    scale_from_depth,
+    scale_from_ground,
+    up_from_pitch,
+)
 
 INTRINSICS = (300.0, 300.0, 160.0, 120.0)  # 320 x 240
 
@@ -84,3 +93,30 @@ def test_filter_follows_a_real_change_after_a_few_frames():
     f.update(_est(1.0))
     assert f.update(_est(3.0)) == 1.0 and f.update(_est(3.1)) == 1.0
     assert f.update(_est(2.9)) == pytest.approx(3.0)  # three in a row agree: the scene changed
+
+
+def test_anchor_on_depth_counts_frames_without_support_and_keeps_the_scale():
+    anchor = ScaleAnchor("depth")
+    depth = np.full((48, 64), 2.0, np.float32)
+    assert anchor.update(depth, None, metric=None) == 1.0  # nothing matched yet
+    assert anchor.update(depth, None, metric=np.full((12, 16), 3.0, np.float32)) == pytest.approx(1.5)
+    assert anchor.update(depth, None, metric=np.full((12, 16), np.nan, np.float32)) == pytest.approx(1.5)
+    diagnostics = anchor.diagnostics()
+    assert diagnostics["scale: frames without support"] == "2" and diagnostics["scale"] == "1.5000"
+    assert int(diagnostics["scale support (last)"]) == 12 * 16
+
+
+def test_anchor_on_the_ground_needs_intrinsics():
+    anchor = ScaleAnchor("ground", camera_height=1.2, camera_pitch=0.3)
+    truth = floor_depth(1.2, 0.3)
+    assert anchor.update(truth / 2, None) == 1.0 and anchor.frames_without_support == 1
+    assert anchor.update(truth / 2, INTRINSICS) == pytest.approx(2.0, rel=0.03)
+    with pytest.raises(ValueError, match="depth or ground"):
+        ScaleAnchor("none")
+
+
+def test_metric_depth_is_matched_by_the_nearest_stamp_within_the_tolerance():
+    candidates = [(10_000_000_000, b"a"), (10_050_000_000, b"b"), (10_200_000_000, b"c")]
+    assert nearest_by_stamp(candidates, Time(sec=10, nanosec=60_000_000), 0.05) == b"b"
+    assert nearest_by_stamp(candidates, Time(sec=10, nanosec=120_000_000), 0.05) is None  # 70 ms from either
+    assert nearest_by_stamp([], Time(sec=10), 1.0) is None

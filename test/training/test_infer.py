@@ -151,6 +151,37 @@ def test_selection_16uc1_and_points_only_when_asked(tmp_path, rendered, model, e
             assert depth == expected(estimator, raw, False, info, "16UC1")["/depth/image"]
 
 
+def test_scale_from_the_bags_depth_as_the_node_anchors(tmp_path, rendered, model, estimator, caplog):
+    """--scale-source depth: each frame's depth is the prediction times the node's smoothed scale, measured on
+    the bag's own depth topic (logged with the image's stamp) through the same ScaleAnchor."""
+    from depth_kd_ros.scale import ScaleAnchor
+
+    out = tmp_path / "anchored"
+    caplog.set_level(logging.INFO)
+    assert infer("--data", str(rendered), "--out", str(out), "--model", model, "--scale-source", "depth") == 0
+    got = read_bag(out)["/depth/image"]
+    frames = input_frames(rendered, "/camera/image_raw", "/camera/camera_info")
+    truths = {t: r for t, r, _ in input_frames(rendered, "/camera/depth/image", "/camera/camera_info")}
+    anchor, scales = ScaleAnchor("depth"), []
+    for (log_ns, raw, info), (_, written) in zip(frames, got, strict=True):
+        header, rgb = pipeline.decode_image(raw, False, 1 << 30)
+        intrinsics = pipeline.fit_camera_info(info, header, W, H)[1]
+        depth = pipeline.estimate_depth(estimator, rgb, intrinsics[0])
+        scales.append(anchor.update(depth, intrinsics, pipeline.decode_depth(truths[log_ns], False, 1 << 30)))
+        assert written == pipeline.depth_image(header, pipeline.finish_depth(depth, scales[-1], None), "32FC1")
+    assert anchor.frames_without_support == 0 and abs(np.log(scales[-1])) > 0.05  # a real correction happened
+    assert f"scale source depth, scale {scales[-1]:.4f}" in caplog.text  # the summary's figures
+
+
+def test_scale_source_needs_what_it_measures(tmp_path, rendered, model, capsys):
+    for args, fragment in ((["--scale-source", "ground"], "needs camera_height"),
+                           (["--scale-source", "depth", "--metric-depth-topic", "/lidar"], "no topic /lidar"),
+                           (["--metric-depth-topic", "/camera/depth/image"], "only with --scale-source depth")):
+        assert infer("--data", str(rendered), "--out", str(tmp_path / "x"), "--model", model, *args) == 2
+        assert fragment in capsys.readouterr().err, args
+        assert not (tmp_path / "x").exists()
+
+
 def jpeg(seed: int, width: int = 32, height: int = 24) -> bytes:
     rgb = np.random.default_rng(seed).integers(0, 256, size=(height, width, 3), dtype=np.uint8)
     return cv2.imencode(".jpg", cv2.GaussianBlur(rgb, (5, 5), 2))[1].tobytes()

@@ -249,6 +249,17 @@ def _add_infer(subparsers: argparse._SubParsersAction) -> None:
                    help="far limit in metres, farther = invalid (default 0: the model's own)")
     p.add_argument("--points-decimation", type=_positive(int), default=1, metavar="N",
                    help="keep every N-th row and column in /depth/points (default 1)")
+    p.add_argument("--scale-source", choices=("none", "depth", "ground"), default="none",
+                   help="metric scale per frame, as the node's scale_source: the bag's metric depth topic (any "
+                   "resolution, sparse allowed) or the floor --camera-height below the camera (default none)")
+    p.add_argument("--metric-depth-topic", metavar="TOPIC", help="--scale-source depth: the metric depth topic "
+                   "(Image 16UC1/32FC1 or compressedDepth; default: the bag's only depth topic)")
+    p.add_argument("--metric-depth-tolerance", type=_positive(float), default=0.05, metavar="S",
+                   help="seconds between an image's stamp and the metric depth matched to it (default 0.05)")
+    p.add_argument("--camera-height", type=_positive(float, zero_ok=True), default=0.0, metavar="M",
+                   help="--scale-source ground: the camera's height above the floor in metres")
+    p.add_argument("--camera-pitch", type=float, default=0.0, metavar="RAD",
+                   help="--scale-source ground: how far the camera looks down, radians (default 0 = level)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default auto)")
     p.add_argument("--threads", type=int, default=0, metavar="N", help="CPU threads for the network (default 0: "
                    "all cores)")
@@ -272,6 +283,8 @@ def _run_infer(args: argparse.Namespace) -> int:
         raise UsageError(f"--threads must be >= 0 (0 = all cores), got {args.threads}")
     if args.min_depth and args.max_depth and args.min_depth >= args.max_depth:
         raise UsageError(f"--min-depth ({args.min_depth:g}) must be below --max-depth ({args.max_depth:g})")
+    if args.metric_depth_topic and args.scale_source != "depth":
+        raise UsageError("--metric-depth-topic is read only with --scale-source depth")
     from depth_kd.config import ConfigError
     from depth_kd.data import DataError
     from depth_kd.infer import BAD_INPUT_EFFECT, InferError, infer_bag
@@ -280,15 +293,19 @@ def _run_infer(args: argparse.Namespace) -> int:
 
     params = NodeParams(model_path=str(args.model or ""), device=args.device, threads=args.threads,
                         min_depth=args.min_depth, max_depth=args.max_depth, depth_encoding=args.depth_encoding,
-                        points_decimation=args.points_decimation)
+                        points_decimation=args.points_decimation, scale_source=args.scale_source,
+                        metric_depth_tolerance=args.metric_depth_tolerance, camera_height=args.camera_height,
+                        camera_pitch=args.camera_pitch)
     try:
         summary = infer_bag(args.data, args.out, params, points=args.points, video=args.video,
                             image_topic=args.image_topic, camera_info_topic=args.camera_info_topic,
-                            progress=not args.quiet)
+                            metric_depth_topic=args.metric_depth_topic, progress=not args.quiet)
     except (InferError, DataError, ConfigError, CheckpointError) as err:
         raise UsageError(str(err)) from None
     log.info("%d frames in %.1f s (%.1f frames/s), %d with camera_info", summary.frames, summary.seconds,
              summary.fps, summary.with_camera_info)
+    if summary.scale:
+        log.info("metric scale: %s", ", ".join(f"{k} {v}" for k, v in summary.scale.items()))
     if summary.bad_inputs:
         log.warning("bad input: %s", "; ".join(f"{count} {kind} ({BAD_INPUT_EFFECT[kind]})"
                                                for kind, count in sorted(summary.bad_inputs.items())))

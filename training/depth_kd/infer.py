@@ -1,15 +1,19 @@
 """``depth-kd infer``: a recording through the node's per-frame path, bag to bag, as fast as the CPU allows.
 
     depth-kd infer --data BAG[#frames=A:B | #time=T0:T1] --out OUT_BAG [--model M] [--points] [--video out.mp4]
+                   [--scale-source depth | ground --camera-height H [--camera-pitch P]]
 
 * **Input**: one image topic (Image or CompressedImage) of a rosbag2 (sqlite3, MCAP) or ROS 1 bag, chosen and
   paired with a CameraInfo topic by the rules of :mod:`depth_kd.data.bags` (``--image-topic``, default
   /camera/image_raw, else the bag's only image-like topic; CameraInfo from the image's namespace), read in
   receive order without decoding anything it does not use. A selection suffix (selection.py) runs part of a recording.
 * **Per frame**: the functions the node runs, in the node's order (:mod:`depth_kd_ros.pipeline`, as
-  ``DepthNode.process`` chains them): decode_image, fit_camera_info, estimate_depth, finish_depth, then depth_image,
-  colored and (``--points``) cloud. The CameraInfo is the latest one received before the image, as live; frames
-  before the bag's first CameraInfo get that first one (as bags.py does: intrinsics rarely change).
+  ``DepthNode.process`` chains them): decode_image, fit_camera_info, estimate_depth, the metric scale
+  (``scale_source``: a :class:`ScaleAnchor`, as the node's), finish_depth, then depth_image, colored and
+  (``--points``) cloud. With ``scale_source`` depth the metric depth is the bag's depth topic (the latest ones
+  received before the image, matched by stamp as live). The CameraInfo is the latest one received before the
+  image, as live; frames before the bag's first CameraInfo get that first one (as bags.py does: intrinsics
+  rarely change).
 * **Output**: a new MCAP rosbag2 with ``/depth/image``, ``/depth/camera_info``, ``/depth/colored`` and
   (``--points``) ``/depth/points``, the topics the node publishes. Each message carries its input image's
   header (stamp and frame_id) unchanged and is logged at the input image's log time, so the output lines up
@@ -32,7 +36,7 @@ from collections import Counter, deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import NamedTuple
 
@@ -51,6 +55,7 @@ from depth_kd.data.bags import (
     CAMERA_INFO,
     COMPRESSED_IMAGE,
     IMAGE,
+    depth_topic_candidates,
     header_stamp_ns,
     open_bag,
     pick_camera_info_topic,
@@ -65,8 +70,9 @@ from depth_kd_ros.camera_info import IntrinsicsError
 from depth_kd_ros.image_codec import ImageDecodeError, colorize_depth
 from depth_kd_ros.inference import DepthEstimator
 from depth_kd_ros.node import LOG_QUOTE_CHARS, default_model
-from depth_kd_ros.params import NodeParams, depth_limits
-from depth_kd_ros.serialized import MessageParseError, parse_cdr
+from depth_kd_ros.params import NodeParams, depth_limits, validate
+from depth_kd_ros.scale import ScaleAnchor
+from depth_kd_ros.serialized import MessageParseError, cdr_stamp_ns, parse_cdr
 
 __all__ = ["OUTPUT_TOPICS", "InferError", "InferSummary", "check_mp4_writer", "infer_bag"]
 
@@ -89,7 +95,9 @@ BAD_INPUT_EFFECT = {
     "image": "frame skipped",
     "camera_info": "that frame has no depth/camera_info, no points and no metric rescale",
     "camera_info_message": "ignored: the previous CameraInfo stays in use",
+    "metric_depth": "that frame keeps the last metric scale",
 }
+METRIC_DEPTH_KEPT = 8  # recent metric depth messages kept for matching by stamp, as the node keeps
 
 
 class InferError(ValueError):
@@ -106,6 +114,7 @@ class InferSummary:
     seconds: float  # processing wall time, from the first frame read to the bag closed
     video: Path | None = None
     bad_inputs: dict[str, int] = field(default_factory=dict)  # kind -> count, as BAD_INPUT_EFFECT
+    scale: dict[str, str] = field(default_factory=dict)  # scale_source: the anchor's last figures, as /diagnostics
 
     @property
     def fps(self) -> float:
@@ -187,6 +196,8 @@ class _Frames:
         self.estimator, self.params, self.points = estimator, params, points
         self.near_far = depth_limits(params, (estimator.info.min_depth, estimator.info.max_depth))
         self.limits = self.near_far if (params.min_depth or params.max_depth) else None  # as DepthNode.process
+        self.anchor = (ScaleAnchor(params.scale_source, params.camera_height, params.camera_pitch)
+                       if params.scale_source != "none" else None)
         self.bad = Counter()
 
     def bad_input(self, kind: str, message: str) -> None:
@@ -197,8 +208,10 @@ class _Frames:
                 message = message[:LOG_QUOTE_CHARS] + "..."
             log.warning("%s (%s; further ones are counted in the summary)", message, BAD_INPUT_EFFECT[kind])
 
-    def estimate(self, raw: bytes, compressed: bool, info: CameraInfo | None, where: str) -> _Estimate | None:
-        """Decode, fit the CameraInfo, infer: the first half of DepthNode.process; None: frame skipped."""
+    def estimate(self, raw: bytes, compressed: bool, info: CameraInfo | None, where: str,
+                 metric_depths: list[tuple[int, bytes]] = ()) -> _Estimate | None:
+        """Decode, fit the CameraInfo, infer, anchor: the first half of DepthNode.process; None: frame skipped.
+        ``metric_depths``: (stamp ns, CDR) of the metric depth messages received before this image."""
         p = self.params
         try:
             header, rgb = pipeline.decode_image(raw, compressed, p.max_image_pixels)
@@ -213,8 +226,24 @@ class _Frames:
             except IntrinsicsError as error:
                 self.bad_input("camera_info", f"unusable CameraInfo for the image {where}: {error}")
         fx = intrinsics[0] if (intrinsics and p.metric_rescale) else None
-        depth = pipeline.finish_depth(pipeline.estimate_depth(self.estimator, rgb, fx), 1.0, self.limits)
+        depth = pipeline.estimate_depth(self.estimator, rgb, fx)
+        scale = 1.0
+        if self.anchor is not None:
+            scale = self.anchor.update(depth, intrinsics, self._metric_depth(header, metric_depths, where))
+        depth = pipeline.finish_depth(depth, scale, self.limits)
         return _Estimate(header, rgb, depth, fitted, intrinsics)
+
+    def _metric_depth(self, header: Header, metric_depths: list[tuple[int, bytes]], where: str) -> np.ndarray | None:
+        """The metric depth matched to this image (as DepthNode._matched_metric_depth), or None."""
+        raw = pipeline.nearest_by_stamp(metric_depths, header.stamp, self.params.metric_depth_tolerance)
+        if raw is None:
+            return None
+        try:
+            return pipeline.decode_depth(raw, self.params.metric_depth_transport == "compressedDepth",
+                                         self.params.max_image_pixels)
+        except ImageDecodeError as error:
+            self.bad_input("metric_depth", f"bad metric depth for the image {where}: {error}")
+            return None
 
     def outputs(self, frame: _Estimate) -> dict[str, bytes]:
         """The frame's messages (name -> CDR bytes, as OUTPUT_TOPICS): the second half, encode."""
@@ -291,15 +320,22 @@ def _planned_frames(count: int, selection: Selection | None) -> int | None:
 
 def infer_bag(spec: str, out: str | Path, params: NodeParams | None = None, *, points: bool = False,
               video: str | Path | None = None, image_topic: str | None = DEFAULT_IMAGE_TOPIC,
-              camera_info_topic: str | None = "auto", progress: bool = True) -> InferSummary:
+              camera_info_topic: str | None = "auto", metric_depth_topic: str | None = None,
+              progress: bool = True) -> InferSummary:
     """Run every selected frame of the bag ``spec`` through the node's per-frame path into a new MCAP bag ``out``.
 
     ``params``: the node's settings (model_path empty = the package's default weights; backend, device,
-    threads, max_image_pixels, min/max_depth, metric_rescale, depth_encoding, points_rgb, points_decimation);
-    ``video``: also write an MP4 preview there. ``out`` and ``video`` must not exist. Raises InferError (or
-    BagError, ConfigError, CheckpointError) for bad input; whatever is raised, nothing partial is left behind.
+    threads, max_image_pixels, min/max_depth, metric_rescale, depth_encoding, points_rgb, points_decimation,
+    scale_source, camera_height, camera_pitch, metric_depth_tolerance); ``metric_depth_topic`` (scale_source
+    depth): the bag's metric depth topic (None: its only depth topic); ``video``: also write an MP4 preview there.
+    ``out`` and ``video`` must not exist. Raises InferError (or BagError, ConfigError, CheckpointError) for bad
+    input; whatever is raised, nothing partial is left behind.
     """
     params = params or NodeParams(threads=0)
+    try:
+        validate(params)
+    except ValueError as error:
+        raise InferError(str(error)) from None
     out = Path(out)
     video = Path(video) if video is not None else None
     for path in (out, video):
@@ -313,6 +349,11 @@ def infer_bag(spec: str, out: str | Path, params: NodeParams | None = None, *, p
         topics = topic_table(reader)
         topic = pick_image_topic(Path(path), topics, image_topic)
         info_topic = pick_camera_info_topic(Path(path), topics, topic, camera_info_topic)
+        depth_topic = None
+        if params.scale_source == "depth":
+            depth_topic = _pick_metric_depth_topic(path, topics, metric_depth_topic)
+            compressed_depth = ros2_type_name(topics[depth_topic][0]) == COMPRESSED_IMAGE
+            params = replace(params, metric_depth_transport="compressedDepth" if compressed_depth else "raw")
         model = params.model_path or default_model(params.backend)
         try:
             estimator = DepthEstimator(model, device=params.device, fp16=params.fp16, backend=params.backend,
@@ -323,9 +364,9 @@ def infer_bag(spec: str, out: str | Path, params: NodeParams | None = None, *, p
             frames = _Frames(estimator, params, points)
         except ValueError as error:  # limits outside the model's range
             raise InferError(str(error)) from None
-        log.info("%s: %s (%s, %d messages%s), camera info %s; model %s on %s", path, topic, topics[topic][0],
-                 topics[topic][1], f", {selection.spec()}" if selection else "", info_topic or "none", model,
-                 estimator.device)
+        log.info("%s: %s (%s, %d messages%s), camera info %s%s; model %s on %s", path, topic, topics[topic][0],
+                 topics[topic][1], f", {selection.spec()}" if selection else "", info_topic or "none",
+                 f", metric scale from {depth_topic or 'the floor'}" if frames.anchor else "", model, estimator.device)
         if info_topic is None:
             log.warning("%s: no CameraInfo for %s: writing depth/image and depth/colored only (no depth/camera_info,"
                         " no points, no metric rescale)", path, topic)
@@ -333,8 +374,8 @@ def infer_bag(spec: str, out: str | Path, params: NodeParams | None = None, *, p
         estimator.warmup()
         preview = _Preview(video, _video_fps(reader, topic)) if video is not None else None
         try:
-            summary = _write(reader, out, frames, preview, path, topic, info_topic, first_info, selection,
-                             _planned_frames(topics[topic][1], selection), progress)
+            summary = _write(reader, out, frames, preview, path, (topic, info_topic, depth_topic), first_info,
+                             selection, _planned_frames(topics[topic][1], selection), progress)
         except BaseException:
             if preview is not None:
                 preview.close()
@@ -344,7 +385,21 @@ def infer_bag(spec: str, out: str | Path, params: NodeParams | None = None, *, p
             raise
     summary.video = video
     summary.bad_inputs = dict(frames.bad)
+    summary.scale = frames.anchor.diagnostics() if frames.anchor else {}
     return summary
+
+
+def _pick_metric_depth_topic(path: str | Path, topics: dict[str, tuple[str, int]], topic: str | None) -> str:
+    """scale_source depth: the named topic, else the bag's only depth topic; InferError listing them otherwise."""
+    candidates = depth_topic_candidates(topics)
+    if topic is not None:
+        if topic not in topics:
+            raise InferError(f"{path}: no topic {topic} for the metric depth; depth topics: {candidates or 'none'}")
+        return topic
+    if len(candidates) != 1:
+        raise InferError(f"{path}: scale_source depth needs one metric depth topic, the bag has "
+                         f"{len(candidates)} ({', '.join(candidates) or 'none'}); name one (--metric-depth-topic)")
+    return candidates[0]
 
 
 class _Selected(NamedTuple):
@@ -354,14 +409,18 @@ class _Selected(NamedTuple):
     log_ns: int
     cdr: bytes
     camera_info: CameraInfo | None
+    metric_depths: list[tuple[int, bytes]]  # (stamp ns, CDR) of the latest metric depth messages before it
 
 
-def _selected_images(reader: AnyReader, topic: str, info_topic: str | None, info: CameraInfo | None,
-                     selection: Selection | None, frames: _Frames) -> Iterator[_Selected]:
+def _selected_images(reader: AnyReader, topic: str, info_topic: str | None, depth_topic: str | None,
+                     info: CameraInfo | None, selection: Selection | None, frames: _Frames) -> Iterator[_Selected]:
     """The selected image messages in receive order, each with the latest CameraInfo before it (``info`` at
-    first); nothing is decoded here, and a ``#frames=`` selection stops reading at its end."""
+    first) and the latest metric depth messages; nothing is decoded here, and a ``#frames=`` selection stops
+    reading at its end."""
     image_type = ros2_type_name(reader.topics[topic].msgtype)
     wanted = [c for c in reader.connections if c.topic in (topic, info_topic)]
+    metric_depths = _MetricDepths(reader, depth_topic, frames)
+    tolerance_ns = int(frames.params.metric_depth_tolerance * 1e9)
     position, first_stamp = 0, None
     for connection, log_ns, raw in reader.messages(wanted):
         if connection.topic != topic:
@@ -387,7 +446,34 @@ def _selected_images(reader: AnyReader, topic: str, info_topic: str | None, info
             first_stamp = stamp if first_stamp is None else first_stamp
             if not selection.keeps_time(stamp - first_stamp):
                 continue
-        yield _Selected(where, log_ns, cdr, info)
+        yield _Selected(where, log_ns, cdr, info, metric_depths.until(log_ns + tolerance_ns))
+
+
+class _MetricDepths:
+    """The metric depth topic, read alongside the images and ahead of them by the matching tolerance: recorders
+    log a frame's depth just after its image, where the live node would still receive it in time."""
+
+    def __init__(self, reader: AnyReader, topic: str | None, frames: _Frames) -> None:
+        connections = [c for c in reader.connections if c.topic == topic]
+        self._reader, self._topic, self._frames = reader, topic, frames
+        self._messages = reader.messages(connections) if connections else iter(())
+        self._ahead: tuple | None = None  # the first message not yet taken
+        self._recent: deque[tuple[int, bytes]] = deque(maxlen=METRIC_DEPTH_KEPT)
+
+    def until(self, limit_ns: int) -> list[tuple[int, bytes]]:
+        """(stamp ns, CDR) of the latest messages logged up to ``limit_ns``."""
+        while True:
+            self._ahead = self._ahead or next(self._messages, None)
+            if self._ahead is None or self._ahead[1] > limit_ns:
+                return list(self._recent)
+            connection, log_ns, raw = self._ahead
+            self._ahead = None
+            try:
+                cdr = _as_cdr(self._reader, raw, ros2_type_name(connection.msgtype))
+                self._recent.append((cdr_stamp_ns(cdr), cdr))
+            except Exception as error:  # noqa: BLE001 - a ROS 1 message rosbags cannot convert, a truncated one
+                self._frames.bad_input("metric_depth", f"unreadable metric depth on {self._topic} (log time "
+                                       f"{log_ns}): {type(error).__name__}: {error}")
 
 
 @contextmanager
@@ -423,11 +509,13 @@ class _Stage:
         self._pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _write(reader: AnyReader, out: Path, frames: _Frames, preview: _Preview | None, path: str, topic: str,
-           info_topic: str | None, info: CameraInfo | None, selection: Selection | None, total: int | None,
-           progress: bool) -> InferSummary:
+def _write(reader: AnyReader, out: Path, frames: _Frames, preview: _Preview | None, path: str,
+           topics: tuple[str, str | None, str | None], info: CameraInfo | None, selection: Selection | None,
+           total: int | None, progress: bool) -> InferSummary:
     """Selected frames -> the output bag (and preview). Three threads overlap: this one reads, decodes and
-    infers; one encodes and writes the bag, one the preview, each in frame order."""
+    infers; one encodes and writes the bag, one the preview, each in frame order. ``topics``: image, CameraInfo
+    and metric depth topics."""
+    topic = topics[0]
     compressed = ros2_type_name(reader.topics[topic].msgtype) == COMPRESSED_IMAGE
     writer = Writer(out, version=Writer.VERSION_LATEST, storage_plugin=StoragePlugin.MCAP)
     counts = Counter()
@@ -448,9 +536,9 @@ def _write(reader: AnyReader, out: Path, frames: _Frames, preview: _Preview | No
             writer.open()
             names = [n for n in OUTPUT_TOPICS if n != "points" or frames.points]
             connections = {n: writer.add_connection(*OUTPUT_TOPICS[n], typestore=TYPESTORE) for n in names}
-        for image in _selected_images(reader, topic, info_topic, info, selection, frames):
+        for image in _selected_images(reader, *topics, info, selection, frames):
             counts["selected"] += 1
-            frame = frames.estimate(image.cdr, compressed, image.camera_info, image.where)
+            frame = frames.estimate(image.cdr, compressed, image.camera_info, image.where, image.metric_depths)
             bar.update()
             if frame is not None:
                 stages[0].submit(emit, frame, image.log_ns)
