@@ -231,3 +231,22 @@ def test_intrinsics_from_fov_and_camera_info_matrices():
     assert k.p[:3] == [k.fx, 0.0, k.cx] and k.p[5:7] == [k.fy, k.cy]
     rays = k.ray_directions()
     assert rays.shape == (640 * 480, 3) and torch.all(rays[:, 2] == 1.0)
+
+
+def test_option_names_the_cli_lists_agree_with_the_renderer():
+    from depth_kd.render import names
+    from depth_kd.render.record import STORAGES
+
+    assert sorted(names.FAMILY_NAMES) == sorted(FAMILIES)
+    assert sorted(names.STORAGE_NAMES) == sorted(STORAGES)
+
+
+def test_the_cli_starts_without_torch():
+    """depth-kd infer (ONNX model) and every --help must not wait seconds for torch to load."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from depth_kd.cli import build_parser; build_parser(); "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] == 'torch')[:3])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]", out

@@ -105,9 +105,7 @@ def check_device(name: str) -> None:
 
 # ---------------------------------------------------------------------------------------------- render
 def _add_render(subparsers: argparse._SubParsersAction) -> None:
-    from .render.families import FAMILIES
-    from .render.record import STORAGES
-    from .render.trajectory import TRAJECTORIES
+    from .render.names import FAMILY_NAMES, STORAGE_NAMES, TRAJECTORIES
 
     p = subparsers.add_parser(
         "render",
@@ -115,7 +113,7 @@ def _add_render(subparsers: argparse._SubParsersAction) -> None:
         description="Render a synthetic camera sequence (RGB, exact depth, instance ids, "
         "camera_info, /tf) into a new rosbag2 recording.",
     )
-    p.add_argument("--family", choices=sorted(FAMILIES), default="indoor", help="scene family preset")
+    p.add_argument("--family", choices=FAMILY_NAMES, default="indoor", help="scene family preset")
     p.add_argument("--frames", type=_positive(int), required=True, help="number of frames (> 0)")
     p.add_argument("--seed", type=_seed, default=0, help="random seed; same seed and arguments, same output")
     p.add_argument(
@@ -126,7 +124,7 @@ def _add_render(subparsers: argparse._SubParsersAction) -> None:
         help=f"image size, each side {MIN_SIDE}..{MAX_SIDE} (default 640x480)",
     )
     p.add_argument("--out", type=Path, required=True, help="bag directory to create (must not exist)")
-    p.add_argument("--storage", choices=sorted(STORAGES), default="mcap", help="rosbag2 storage plugin")
+    p.add_argument("--storage", choices=STORAGE_NAMES, default="mcap", help="rosbag2 storage plugin")
     p.add_argument(
         "--rate", type=_positive(float), default=10.0, metavar="HZ", help="frame rate of the stamps"
     )
@@ -186,7 +184,7 @@ def _run_render(args: argparse.Namespace) -> int:
 
 # ------------------------------------------------------------------------------------------------ demo
 def _add_demo(subparsers: argparse._SubParsersAction) -> None:
-    from .render.families import FAMILIES
+    from .render.names import FAMILY_NAMES
 
     p = subparsers.add_parser(
         "demo",
@@ -198,7 +196,7 @@ def _add_demo(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, default=Path("demo_out"), help="output folder (its bags are replaced)")
     p.add_argument("--frames", type=_positive(int), default=60, help="frames to render and play (default 60)")
     p.add_argument("--size", type=_size, default=(640, 480), metavar="WxH", help="image size (default 640x480)")
-    p.add_argument("--family", choices=sorted(FAMILIES), default="indoor", help="scene family preset")
+    p.add_argument("--family", choices=FAMILY_NAMES, default="indoor", help="scene family preset")
     p.add_argument("--seed", type=_seed, default=7,
                    help="scene and trajectory seed (default 7: a room the default weights never saw)")
     p.add_argument("--model", type=Path, help="student checkpoint (default: the package's weights)")

@@ -12,14 +12,34 @@ textures, shading, furniture, families (scene distributions and presets), trajec
 record (rosbag2).
 """
 
-from .camera import Intrinsics, camera_pose, pose_to_translation_quaternion
-from .families import FAMILIES, IndoorConfig, OutdoorConfig, family_config
-from .record import RecordingSummary, make_intrinsics, record_sequence
-from .renderer import Frame, Renderer
-from .scene import Layout, Lights, Scene, SceneBuilder
-from .sequence import World, make_world, render_sequence
-from .textures import Material
-from .trajectory import TRAJECTORIES, MotionConfig, make_trajectory
+import importlib
+
+# Loaded on first use (PEP 562): most of the renderer needs torch, and `depth_kd.render.names` must not.
+_EXPORTS = {
+    "Intrinsics": "camera",
+    "camera_pose": "camera",
+    "pose_to_translation_quaternion": "camera",
+    "FAMILIES": "families",
+    "IndoorConfig": "families",
+    "OutdoorConfig": "families",
+    "family_config": "families",
+    "RecordingSummary": "record",
+    "make_intrinsics": "record",
+    "record_sequence": "record",
+    "Frame": "renderer",
+    "Renderer": "renderer",
+    "Layout": "scene",
+    "Lights": "scene",
+    "Scene": "scene",
+    "SceneBuilder": "scene",
+    "World": "sequence",
+    "make_world": "sequence",
+    "render_sequence": "sequence",
+    "Material": "textures",
+    "TRAJECTORIES": "trajectory",
+    "MotionConfig": "trajectory",
+    "make_trajectory": "trajectory",
+}
 
 __all__ = [
     "FAMILIES",
@@ -46,3 +66,9 @@ __all__ = [
     "record_sequence",
     "render_sequence",
 ]
+
+
+def __getattr__(name: str) -> object:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)

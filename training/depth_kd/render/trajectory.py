@@ -15,9 +15,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from .camera import camera_pose
+from .names import TRAJECTORIES
 from .scene import Layout
-
-TRAJECTORIES = ("drive", "handheld")
 
 
 @dataclass(frozen=True)
