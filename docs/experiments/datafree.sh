@@ -49,12 +49,6 @@ COMMON=(--config training/configs/datafree.yaml --arch "${ARCH:-mobilenetv2_mff}
         --set augment.scale_max=1.5 --set augment.flip=0.5 --set augment.colour=0.2
         --set run.eval_every=0 --set run.checkpoint_every=250)
 
-run() {  # NAME ARGS...: one student, its log in RUNS/NAME.log
-  local name=$1; shift
-  $KD distill "${COMMON[@]}" --out "$RUNS/$name" "$@" \
-      >> "$RUNS/$name.log" 2>&1 && echo "done: $name" || echo "FAILED: $name (see $RUNS/$name.log)"
-}
-jobs_running() { jobs -rp | wc -l; }
 rows=(
   "df_kd_sim --data ${SIM[*]} --set datafree.mixing=false --set datafree.transform=false"
   "df_mix --data ${SIM[*]} --set datafree.transform=false"
@@ -64,13 +58,8 @@ rows=(
   # The upper bound: the same teacher labelling the real images (views labelled online, as above).
   "df_kd_real --mode kd_u --aux ${REAL[*]} --set distill.online_teacher=true"
 )
-for row in "${rows[@]}"; do
-  [ -z "${ONLY:-}" ] || [[ " $ONLY " == *" ${row%% *} "* ]] || continue
-  while [ "$(jobs_running)" -ge "$PARALLEL" ]; do sleep 2; done
-  # shellcheck disable=SC2086  # the row is a word list on purpose (paths hold no spaces)
-  run $row &
-done
-wait
+source "$(dirname "$0")/rows.sh"
+run_rows
 
 [ "${EVAL:-1}" = 0 ] || $PY docs/experiments/eval_real.py --shared "$SHARED" --runs "$RUNS" \
     --model "teacher_mff=$TEACHER" --json "$RUNS/results.json" | tee "$RUNS/table.md"
