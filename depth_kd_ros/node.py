@@ -196,6 +196,9 @@ class DepthNodeCore:
                 self.stats.drop()
             self._mailbox = (msg, time.perf_counter())
             self._mailbox_ready.notify()
+        # Hand the GIL to the worker now: otherwise it waits while rclpy's executor rebuilds its wait set in
+        # Python (measured: 0.5-0.8 ms of every frame, 0.06 ms with this).
+        time.sleep(0)
 
     def _on_camera_info(self, msg: CameraInfo) -> None:
         self._camera_info = msg
