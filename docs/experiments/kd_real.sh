@@ -39,12 +39,6 @@ COMMON=(--config training/configs/distill_fastdepth.yaml --arch "${ARCH:-mobilen
         --set augment.scale_max=1.5 --set augment.flip=0.5 --set augment.colour=0.2
         --set run.eval_every=0 --set run.checkpoint_every=250)
 
-run() {  # NAME ARGS...: one student, its log in RUNS/NAME.log
-  local name=$1; shift
-  $KD distill "${COMMON[@]}" --out "$RUNS/$name" "$@" \
-      >> "$RUNS/$name.log" 2>&1 && echo "done: $name" || echo "FAILED: $name (see $RUNS/$name.log)"
-}
-jobs_running() { jobs -rp | wc -l; }
 rows=(
   "supervised --mode supervised --data ${X[*]} --set distill.online_teacher=false"
   "kd_x --mode kd_x --data ${X[*]}"
@@ -58,12 +52,7 @@ rows=(
   "kd_xu_rendered_cached --mode kd_xu --data ${X[*]} ${RENDERED[*]} --aux ${U[*]} --set distill.online_teacher=false"
   "kd_xu_rendered_bn_train --mode kd_xu --data ${X[*]} ${RENDERED[*]} --aux ${U[*]} --set model.freeze_encoder_bn=false"
 )
-for row in "${rows[@]}"; do
-  [ -z "${ONLY:-}" ] || [[ " $ONLY " == *" ${row%% *} "* ]] || continue
-  while [ "$(jobs_running)" -ge "$PARALLEL" ]; do sleep 2; done
-  # shellcheck disable=SC2086  # the row is a word list on purpose (paths hold no spaces)
-  run $row &
-done
-wait
+source "$(dirname "$0")/rows.sh"
+run_rows
 
 [ "${EVAL:-1}" = 0 ] || $PY docs/experiments/eval_real.py --shared "$SHARED" --runs "$RUNS" --json "$RUNS/results.json"
