@@ -130,6 +130,34 @@ class CameraProcess:
             self.proc.wait(timeout=10)
 
 
+VIEWER_SCRIPT = """
+import sys, time, rclpy
+from rclpy.qos import QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import Image
+topic, window = sys.argv[1], float(sys.argv[2])
+reliability = ReliabilityPolicy.BEST_EFFORT if topic.endswith("image_raw") else ReliabilityPolicy.RELIABLE
+rclpy.init()
+node = rclpy.create_node("viewer")
+got = []
+node.create_subscription(Image, topic, lambda msg: got.append(time.perf_counter()), QoSProfile(
+    depth=1, reliability=reliability), raw=True)
+start = time.perf_counter()
+while not got and time.perf_counter() - start < window:
+    rclpy.spin_once(node, timeout_sec=0.01)
+print(f"{got[0] - start:.4f}" if got else "none")
+"""
+
+
+def first_message_wait(topic: str, window: float) -> float | None:
+    """A new viewer *process* (RViz toggled on, ``ros2 topic echo``) subscribes to the Image ``topic`` (absolute
+    or relative) for ``window`` seconds: seconds from its subscription to its first message, None if none came.
+    It offers what the publisher offers: best effort for a camera's image_raw, reliable otherwise."""
+    out = subprocess.run([sys.executable, "-c", VIEWER_SCRIPT, topic, str(window)], capture_output=True,
+                         text=True, timeout=60 + window)
+    lines = out.stdout.strip().splitlines()
+    return None if not lines or lines[-1] == "none" else float(lines[-1])
+
+
 def stamp_of(seconds: float) -> Time:
     sec = int(seconds)
     return Time(sec=sec, nanosec=int(round((seconds - sec) * 1e9)))

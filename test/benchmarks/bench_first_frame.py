@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import os
 import random
-import subprocess
 import sys
 import tempfile
 import time
@@ -27,31 +26,6 @@ os.environ.setdefault("FASTRTPS_DEFAULT_PROFILES_FILE", str(REPO / "config" / "f
 sys.path.insert(0, str(REPO / "test"))
 
 import numpy as np  # noqa: E402
-
-VIEWER = """
-import sys, time, rclpy
-from rclpy.qos import QoSProfile, ReliabilityPolicy
-from sensor_msgs.msg import Image
-topic, window = sys.argv[1], float(sys.argv[2])
-reliability = ReliabilityPolicy.BEST_EFFORT if topic == "image_raw" else ReliabilityPolicy.RELIABLE  # as offered
-rclpy.init()
-node = rclpy.create_node("bench_viewer")
-got = []
-node.create_subscription(Image, topic, lambda msg: got.append(time.perf_counter()), QoSProfile(
-    depth=1, reliability=reliability), raw=True)
-start = time.perf_counter()
-while not got and time.perf_counter() - start < window:
-    rclpy.spin_once(node, timeout_sec=0.01)
-print(f"{got[0] - start:.4f}" if got else "none")
-"""
-
-
-def viewer(topic: str, window: float) -> float | None:
-    """Seconds from a new process's subscription to its first message on ``topic``; None if none came."""
-    out = subprocess.run([sys.executable, "-c", VIEWER, topic, str(window)], capture_output=True, text=True,
-                         timeout=60)
-    line = out.stdout.strip().splitlines()[-1] if out.stdout.strip() else "none"
-    return None if line == "none" else float(line)
 
 
 def summary(name: str, waits: list[float | None], window: float) -> str:
@@ -68,20 +42,20 @@ def main() -> None:
     parser.add_argument("--window", type=float, default=1.0, help="seconds each viewer listens")
     parser.add_argument("--gap", type=float, default=2.0, help="idle seconds between viewers")
     args = parser.parse_args()
-    from ros_harness import CameraProcess, NodeProcess
+    from ros_harness import CameraProcess, NodeProcess, first_message_wait
 
     camera = CameraProcess(frames=0, rate=30.0)  # starts once the first viewer makes the node subscribe
     with tempfile.TemporaryDirectory() as tmp:
         node = NodeProcess({"device": "cpu"}, Path(tmp) / "node.log")
         try:
-            if viewer("depth/image", 30.0) is None:  # the node is up and answering
+            if first_message_wait("depth/image", 30.0) is None:  # the node is up and answering
                 raise RuntimeError(f"depth_node never answered:\n{node.log()}")
             direct, through_node = [], []
             for _ in range(args.trials):
                 time.sleep(args.gap)
-                direct.append(viewer("image_raw", args.window))
+                direct.append(first_message_wait("image_raw", args.window))
                 time.sleep(args.gap)
-                through_node.append(viewer("depth/image", args.window))
+                through_node.append(first_message_wait("depth/image", args.window))
         finally:
             node.stop()
             camera.stop()
