@@ -1,6 +1,6 @@
 """depth_node: camera images in, metric depth image, camera info, point cloud and diagnostics out.
 
-A thin ROS shell over the per-frame functions of pipeline.py (shared with `depth-kd infer`). Images arrive as
+A thin ROS shell over the per-frame path of pipeline.py (FramePath, shared with `depth-kd infer`). Images arrive as
 CDR bytes; the callback only parks the newest one in a one-slot mailbox and a worker thread does all the
 work (parse, decode, infer, publish), so a slow model drops frames (counted) instead of building a queue or
 growing latency. The image subscription exists only while someone listens to an output, as in
@@ -17,7 +17,6 @@ import time
 from collections import deque
 from pathlib import Path
 
-import numpy as np
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rclpy.event_handler import PublisherEventCallbacks
@@ -29,12 +28,9 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 from std_msgs.msg import Float32, Header
 
 from depth_kd_ros import pipeline
-from depth_kd_ros.camera_info import IntrinsicsError
-from depth_kd_ros.image_codec import ImageDecodeError
 from depth_kd_ros.inference import DepthEstimator
 from depth_kd_ros.memory import keep_frame_memory, release_free_memory
 from depth_kd_ros.params import NodeParams, declare_parameters, depth_limits, validate
-from depth_kd_ros.scale import ScaleAnchor
 from depth_kd_ros.serialized import cdr_stamp_ns
 from depth_kd_ros.stats import FrameStats
 
@@ -68,7 +64,8 @@ class DepthNodeCore:
         self._last_pixels = 0
         self._mailbox_ready = threading.Condition()
         self.pub_depth = self.pub_info = self.pub_points = self.pub_colored = self.pub_diag = None
-        self.pub_scale, self.anchor = None, None
+        self.pub_scale = None
+        self.path: pipeline.FramePath | None = None  # the per-frame path, once the model is loaded
         self._metric_depths: deque[tuple[int, bytes]] = deque(maxlen=METRIC_DEPTH_KEPT)  # (stamp ns, CDR)
         self._metric_depth_sub = None
         self._active = False
@@ -110,9 +107,8 @@ class DepthNodeCore:
             reliability=(ReliabilityPolicy.RELIABLE if self.params.input_reliability == "reliable"
                          else qos_profile_sensor_data.reliability),
         )
-        p = self.params
-        self.anchor = ScaleAnchor(p.scale_source, p.camera_height, p.camera_pitch) if p.scale_source != "none" else None
-        self.pub_scale = self._create_output(Float32, "depth/scale", 10) if self.anchor else None
+        self.path = pipeline.FramePath(estimator, self.params, self._bad_input)
+        self.pub_scale = self._create_output(Float32, "depth/scale", 10) if self.path.anchor else None
 
     def activate(self) -> None:
         """Start the work: the CameraInfo subscription, the image subscription (while someone listens), the
@@ -161,7 +157,7 @@ class DepthNodeCore:
             if pub is not None:
                 self._destroy_output(pub)
         self.pub_depth = self.pub_info = self.pub_points = self.pub_colored = self.pub_diag = self.pub_scale = None
-        self.estimator = None
+        self.estimator = self.path = None
         release_free_memory()
 
     def _create_output(self, msg_type: type, topic: str, qos: QoSProfile | int, **kwargs) -> Publisher:
@@ -179,7 +175,7 @@ class DepthNodeCore:
     def _update_image_subscription(self) -> None:
         """Subscribe to images only while active and someone listens to an output, as depth_image_proc does; as
         bytes (raw=True), parsed on the worker."""
-        wanted = self._active and self._outputs_wanted()
+        wanted = self._active and bool(self._wanted_outputs())
         if wanted and self._image_sub is None:
             msg_type = CompressedImage if self.params.image_transport == "compressed" else Image
             topic = "image_raw/compressed" if msg_type is CompressedImage else "image_raw"
@@ -217,90 +213,51 @@ class DepthNodeCore:
             except Exception as error:  # noqa: BLE001 - one bad frame must never kill the node
                 self._bad_input("processing", f"frame failed: {type(error).__name__}: {error}")
 
-    def _outputs_wanted(self) -> bool:
-        pubs = [self.pub_depth, self.pub_info, self.pub_points, self.pub_colored]
-        return any(p is not None and p.get_subscription_count() > 0 for p in pubs)
+    def _wanted_outputs(self) -> set[str]:
+        """The outputs (pipeline.OUTPUTS names) that someone subscribes to."""
+        return {name for name, pub in self._outputs().items() if pub is not None and pub.get_subscription_count()}
 
     def process(self, raw: bytes, arrived: float | None = None) -> None:
-        """Decode, infer and publish one frame (CDR bytes): the whole per-frame path (pipeline.py), top to bottom.
+        """Decode, infer and publish one frame (CDR bytes) through the per-frame path (pipeline.FramePath).
 
         ``arrived``: perf_counter() when the callback took the frame; each stage's time goes to /diagnostics.
         """
         started = time.perf_counter()
-        if not self._outputs_wanted():  # the last subscriber left since this frame arrived
+        wanted = self._wanted_outputs()
+        if not wanted:  # the last subscriber left since this frame arrived
             return
-        p = self.params
-        try:
-            header, rgb = pipeline.decode_image(raw, p.image_transport == "compressed", p.max_image_pixels)
-        except ImageDecodeError as error:
-            self._bad_input("image", f"bad image on {self._image_topic()}: {error}")
-            return
-        height, width = rgb.shape[:2]
-
-        info, intrinsics = None, None
         if self._camera_info is None:
             self._bad_input("no_camera_info", "no CameraInfo received yet: publishing depth, points wait")
-        else:
-            try:
-                info, intrinsics = pipeline.fit_camera_info(self._camera_info, header, width, height)
-            except IntrinsicsError as error:  # no points, no depth/camera_info, no metric rescale with it
-                self._bad_input("camera_info", f"unusable CameraInfo on {self.resolve_topic_name('camera_info')}: "
-                                f"{error}")
-
-        decoded = time.perf_counter()
-        near_far = self._depth_range()
-        fx = intrinsics[0] if (intrinsics and p.metric_rescale) else None
-        depth = pipeline.estimate_depth(self.estimator, rgb, fx)
-        scale = self._anchor(depth, header, intrinsics)
-        depth = pipeline.finish_depth(depth, scale, near_far if (p.min_depth or p.max_depth) else None)
+        frame = self.path.estimate(raw, self.params.image_transport == "compressed", self._camera_info,
+                                   f"on {self._image_topic()}", list(self._metric_depths))
+        if frame is None:
+            return
         inferred = time.perf_counter()
-
-        if self.pub_depth.get_subscription_count():
-            self.pub_depth.publish(pipeline.depth_image(header, depth, p.depth_encoding))
-        if info is not None and self.pub_info.get_subscription_count():
-            self.pub_info.publish(info)
-        if intrinsics and self.pub_points.get_subscription_count():
-            self.pub_points.publish(pipeline.cloud(header, depth, rgb, intrinsics, p.points_rgb, p.points_decimation))
-        if self.pub_colored is not None and self.pub_colored.get_subscription_count():
-            self.pub_colored.publish(pipeline.colored(header, depth, *near_far))
+        if self.pub_scale is not None:
+            self.pub_scale.publish(Float32(data=float(frame.scale)))
+        outputs = self._outputs()
+        for name, payload in self.path.outputs(frame, wanted).items():
+            outputs[name].publish(payload)
         done = time.perf_counter()
+        height, width = frame.rgb.shape[:2]
         if height * width * 2 < self._last_pixels:  # after a much larger frame, give its buffers back
             release_free_memory()
         self._last_pixels = height * width
-        self.stats.frame_out(header.stamp)
-        self.stats.stages({"waiting for the worker": started - (arrived or started), "decode": decoded - started,
-                           "inference": inferred - decoded, "encode and publish": done - inferred})
+        self.stats.frame_out(frame.header.stamp)
+        self.stats.stages({"waiting for the worker": started - (arrived or started),
+                           "decode": frame.decoded_at - started, "inference": inferred - frame.decoded_at,
+                           "encode and publish": done - inferred})
 
-    def _depth_range(self) -> tuple[float, float]:
-        return depth_limits(self.params, (self.estimator.info.min_depth, self.estimator.info.max_depth))
+    def _outputs(self) -> dict[str, Publisher | None]:
+        """The output publishers by pipeline.OUTPUTS name."""
+        return {"image": self.pub_depth, "camera_info": self.pub_info, "points": self.pub_points,
+                "colored": self.pub_colored}
 
-    # --- metric anchoring (scale_source) ------------------------------------------------------------------
     def _on_metric_depth(self, raw: bytes) -> None:
         if len(raw) < 12:
             self._bad_input("metric_depth", f"metric depth message of {len(raw)} bytes has no header")
             return
         self._metric_depths.append((cdr_stamp_ns(raw), raw))
-
-    def _matched_metric_depth(self, header: Header) -> np.ndarray | None:
-        """The metric depth (metres) nearest this frame's stamp within the tolerance, or None."""
-        p = self.params
-        raw = pipeline.nearest_by_stamp(list(self._metric_depths), header.stamp, p.metric_depth_tolerance)
-        if raw is None:
-            return None
-        try:
-            return pipeline.decode_depth(raw, p.metric_depth_transport == "compressedDepth", p.max_image_pixels)
-        except ImageDecodeError as error:
-            self._bad_input("metric_depth", f"bad metric depth on {self.resolve_topic_name('metric_depth')}: {error}")
-            return None
-
-    def _anchor(self, depth, header: Header, intrinsics) -> float:
-        """The smoothed metric scale for this frame (1.0 without anchoring), published on depth/scale."""
-        if self.anchor is None:
-            return 1.0
-        metric = self._matched_metric_depth(header) if self.anchor.source == "depth" else None
-        scale = self.anchor.update(depth, intrinsics, metric)
-        self.pub_scale.publish(Float32(data=float(scale)))
-        return scale
 
     # --- bad input and diagnostics ---------------------------------------------------------------------
     def _image_topic(self) -> str:
@@ -328,7 +285,7 @@ class DepthNodeCore:
     def _publish_diagnostics(self) -> None:
         report = self.stats.report()
         level, summary = DiagnosticStatus.OK, "running"
-        if not self._outputs_wanted():
+        if not self._wanted_outputs():
             summary = "idle: no subscribers to depth outputs"
         if report.new_bad_inputs:
             level, summary = DiagnosticStatus.WARN, "bad input since last report"
@@ -358,7 +315,7 @@ class DepthNodeCore:
         self.pub_diag.publish(DiagnosticArray(header=header, status=[status]))
 
     def _scale_diagnostics(self) -> dict[str, str]:
-        return self.anchor.diagnostics() if self.anchor is not None else {}
+        return self.path.anchor.diagnostics() if self.path is not None and self.path.anchor is not None else {}
 
     def destroy_node(self) -> None:
         """Stop the worker before rclpy destroys the node's entities."""

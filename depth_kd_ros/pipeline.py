@@ -1,5 +1,6 @@
-"""One frame, camera to outputs, as plain functions: the node (live) and ``depth-kd infer`` (bag to bag) both
-call these, so the two cannot diverge.
+"""One frame, camera to outputs: plain functions, chained by FramePath with the node's parameters and rules.
+The node (live) and ``depth-kd infer`` (bag to bag) both run frames through a FramePath, so the two cannot
+diverge.
 
     header, rgb = decode_image(raw, compressed, max_pixels)            # CDR bytes of an Image/CompressedImage
     info, intrinsics = fit_camera_info(camera_info, header, width, height)
@@ -11,14 +12,16 @@ call these, so the two cannot diverge.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Container, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 from builtin_interfaces.msg import Time
 from sensor_msgs.msg import CameraInfo
 from std_msgs.msg import Header
 
-from depth_kd_ros.camera_info import camera_info_for_image
+from depth_kd_ros.camera_info import IntrinsicsError, camera_info_for_image
 from depth_kd_ros.image_codec import (
     ImageDecodeError,
     colorize_depth,
@@ -29,13 +32,109 @@ from depth_kd_ros.image_codec import (
     image_to_rgb,
 )
 from depth_kd_ros.inference import DepthEstimator
+from depth_kd_ros.params import NodeParams, depth_limits
 from depth_kd_ros.pointcloud import cloud_fields, depth_to_cloud
-from depth_kd_ros.serialized import MessageParseError, cloud_cdr, depth_image_cdr, image_cdr, parse_cdr
+from depth_kd_ros.scale import ScaleAnchor
+from depth_kd_ros.serialized import (
+    MessageParseError,
+    camera_info_cdr,
+    cloud_cdr,
+    depth_image_cdr,
+    image_cdr,
+    parse_cdr,
+)
 
-__all__ = ["DEPTH_ENCODINGS", "cloud", "colored", "decode_image", "depth_image", "estimate_depth", "finish_depth",
-           "fit_camera_info"]
+__all__ = ["DEPTH_ENCODINGS", "OUTPUTS", "Frame", "FramePath", "cloud", "colored", "decode_image", "depth_image",
+           "estimate_depth", "finish_depth", "fit_camera_info"]
 
 DEPTH_ENCODINGS = ("32FC1", "16UC1")  # metres (NaN invalid) | millimetres (0 invalid), REP 118
+OUTPUTS = ("image", "camera_info", "points", "colored")  # depth/<name>
+
+
+@dataclass
+class Frame:
+    """A camera frame after FramePath.estimate: what its outputs are made from."""
+
+    header: Header
+    rgb: np.ndarray
+    depth: np.ndarray  # metres at the image's size, NaN = invalid; anchored and limited
+    camera_info: CameraInfo | None  # fitted to the image, stamped with its header; None: no usable one
+    intrinsics: tuple[float, float, float, float] | None  # (fx, fy, cx, cy) of camera_info
+    scale: float  # the metric anchor's scale (1.0 without anchoring)
+    decoded_at: float  # time.perf_counter() once decoded and the CameraInfo fitted (the node times stages)
+
+
+class FramePath:
+    """The per-frame path with the node's parameters and rules, for depth_node (live) and ``depth-kd infer``
+    (a recording): ``estimate`` (decode, fit CameraInfo, infer, anchor, limit), then ``outputs`` (encode).
+
+    ``params`` is read at every frame (the node changes it at run time). A problem goes to
+    ``report(kind, message)``: a bad image or an undecodable one skips the frame (None); an unusable CameraInfo
+    costs the frame its points, camera_info and metric rescale; bad metric depth, that frame's anchoring.
+    """
+
+    def __init__(self, estimator: DepthEstimator, params: NodeParams, report: Callable[[str, str], None]) -> None:
+        self.estimator, self.params, self.report = estimator, params, report
+        self.anchor = (ScaleAnchor(params.scale_source, params.camera_height, params.camera_pitch)
+                       if params.scale_source != "none" else None)
+
+    def near_far(self) -> tuple[float, float]:
+        """The depth range in effect: the parameters' limits within the model's range."""
+        return depth_limits(self.params, (self.estimator.info.min_depth, self.estimator.info.max_depth))
+
+    def estimate(self, raw: bytes, compressed: bool, camera_info: CameraInfo | None, where: str,
+                 metric_depths: Sequence[tuple[int, bytes]] = ()) -> Frame | None:
+        """One frame from its CDR bytes; ``where`` names it in reports (e.g. "on /camera/image_raw");
+        ``metric_depths``: (stamp ns, CDR) of recent metric depth messages, for ``scale_source: depth``."""
+        p = self.params
+        try:
+            header, rgb = decode_image(raw, compressed, p.max_image_pixels)
+        except ImageDecodeError as error:
+            self.report("image", f"bad image {where}: {error}")
+            return None
+        height, width = rgb.shape[:2]
+        fitted, intrinsics = None, None
+        if camera_info is not None:
+            try:
+                fitted, intrinsics = fit_camera_info(camera_info, header, width, height)
+            except IntrinsicsError as error:
+                self.report("camera_info", f"unusable CameraInfo for the image {where}: {error}")
+        decoded_at = time.perf_counter()
+        depth = estimate_depth(self.estimator, rgb, intrinsics[0] if (intrinsics and p.metric_rescale) else None)
+        scale = 1.0
+        if self.anchor is not None:
+            metric = self._metric_depth(header, metric_depths, where) if self.anchor.source == "depth" else None
+            scale = self.anchor.update(depth, intrinsics, metric)
+        depth = finish_depth(depth, scale, self.near_far() if (p.min_depth or p.max_depth) else None)
+        return Frame(header, rgb, depth, fitted, intrinsics, scale, decoded_at)
+
+    def _metric_depth(self, header: Header, metric_depths: Sequence[tuple[int, bytes]],
+                      where: str) -> np.ndarray | None:
+        """The metric depth (metres) stamped nearest this frame within the tolerance, or None."""
+        p = self.params
+        raw = nearest_by_stamp(metric_depths, header.stamp, p.metric_depth_tolerance)
+        if raw is None:
+            return None
+        try:
+            return decode_depth(raw, p.metric_depth_transport == "compressedDepth", p.max_image_pixels)
+        except ImageDecodeError as error:
+            self.report("metric_depth", f"bad metric depth for the image {where}: {error}")
+            return None
+
+    def outputs(self, frame: Frame, wanted: Container[str] = OUTPUTS) -> dict[str, bytes]:
+        """The frame's messages as CDR bytes by output name (OUTPUTS), those in ``wanted`` that the frame has:
+        camera_info and points need a usable CameraInfo."""
+        p, header, depth = self.params, frame.header, frame.depth
+        outputs = {}
+        if "image" in wanted:
+            outputs["image"] = depth_image(header, depth, p.depth_encoding)
+        if frame.camera_info is not None and "camera_info" in wanted:
+            outputs["camera_info"] = camera_info_cdr(frame.camera_info)
+        if frame.intrinsics is not None and "points" in wanted:
+            outputs["points"] = cloud(header, depth, frame.rgb, frame.intrinsics, p.points_rgb, p.points_decimation)
+        if "colored" in wanted:
+            outputs["colored"] = colored(header, depth, *self.near_far())
+        return outputs
 
 
 def decode_image(raw: bytes, compressed: bool, max_pixels: int) -> tuple[Header, np.ndarray]:

@@ -71,6 +71,20 @@ def depth_image_cdr(header, depth: np.ndarray) -> bytes:
     return image_cdr(header, "32FC1", depth.astype("<f4", copy=False))
 
 
+def camera_info_cdr(info) -> bytes:
+    """An rclpy (or rosbags) sensor_msgs/CameraInfo as CDR, padding zeroed (rclpy's own serializer leaves
+    padding as it finds the memory): the same input gives the same bytes, so a recorded bag is reproducible."""
+    t = _typestore().types
+    roi = info.roi
+    msg = t["sensor_msgs/msg/CameraInfo"](
+        header=_header(info.header), height=info.height, width=info.width, distortion_model=info.distortion_model,
+        d=np.asarray(info.d, np.float64), k=np.asarray(info.k, np.float64), r=np.asarray(info.r, np.float64),
+        p=np.asarray(info.p, np.float64), binning_x=info.binning_x, binning_y=info.binning_y,
+        roi=t["sensor_msgs/msg/RegionOfInterest"](x_offset=roi.x_offset, y_offset=roi.y_offset, height=roi.height,
+                                                  width=roi.width, do_rectify=roi.do_rectify))
+    return bytes(_typestore().serialize_cdr(msg, "sensor_msgs/msg/CameraInfo"))
+
+
 def cloud_cdr(header, points: np.ndarray, fields: Sequence[tuple[str, int]]) -> bytes:
     """sensor_msgs/PointCloud2, organized, from (height, width, floats per point) float32 ``points``;
     ``fields``: (name, byte offset) of each FLOAT32 field, count 1."""

@@ -205,8 +205,15 @@ class Peer:
         self.node.create_subscription(DiagnosticArray, "/diagnostics", self._collector("/diagnostics"), 10)
         self.executor = SingleThreadedExecutor(context=self.context)
         self.executor.add_node(self.node)
-        self._thread = threading.Thread(target=self.executor.spin, daemon=True)
+        self._closing = threading.Event()
+        self._thread = threading.Thread(target=self._spin, daemon=True)
         self._thread.start()
+
+    def _spin(self) -> None:
+        # Not executor.spin(): Executor.shutdown() from another thread destroys the wait set's guard condition
+        # under a running spin, which then loops hot and never returns (seen as a test hanging in close()).
+        while not self._closing.is_set():
+            self.executor.spin_once(timeout_sec=0.05)
 
     def listen(self, topic: str, best_effort: bool = False) -> str:
         """Record every message on output `topic`; reliable QoS (as RViz) or best effort (as sensor-data
@@ -286,7 +293,8 @@ class Peer:
         return statuses[-1].message if statuses else ""
 
     def close(self) -> None:
+        self._closing.set()
+        self._thread.join(timeout=5)
         self.executor.shutdown()
         self.node.destroy_node()
         rclpy.shutdown(context=self.context)
-        self._thread.join(timeout=5)

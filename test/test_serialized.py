@@ -5,11 +5,11 @@ import struct
 import numpy as np
 import pytest
 from rclpy.serialization import deserialize_message, serialize_message
-from sensor_msgs.msg import Image, PointCloud2, PointField
+from sensor_msgs.msg import CameraInfo, Image, PointCloud2, PointField, RegionOfInterest
 from std_msgs.msg import Header
 
 from depth_kd_ros.pointcloud import cloud_fields, depth_to_cloud
-from depth_kd_ros.serialized import cloud_cdr, depth_image_cdr, image_cdr
+from depth_kd_ros.serialized import camera_info_cdr, cloud_cdr, depth_image_cdr, image_cdr
 
 
 def same_message(raw: bytes, expected) -> None:
@@ -58,3 +58,14 @@ def test_cloud_matches_rclpy(header, with_rgb):
         fields=[PointField(name=n, offset=o, datatype=PointField.FLOAT32, count=1) for n, o in cloud_fields(with_rgb)],
         is_bigendian=False, point_step=step, row_step=3 * step, data=points.tobytes(), is_dense=False)
     same_message(cloud_cdr(header, points, cloud_fields(with_rgb)), expected)
+
+
+def test_camera_info_matches_rclpy(header):
+    info = CameraInfo(header=header, height=480, width=640, distortion_model="plumb_bob",
+                      d=[0.1, -0.2, 0.001, 0.002, 0.0], k=[525.0, 0, 319.5, 0, 526.0, 239.5, 0, 0, 1],
+                      r=[1.0, 0, 0, 0, 1, 0, 0, 0, 1], p=[525.0, 0, 319.5, 0, 0, 526.0, 239.5, 0, 0, 0, 1, 0],
+                      binning_x=2, binning_y=1,
+                      roi=RegionOfInterest(x_offset=3, y_offset=4, height=100, width=200, do_rectify=True))
+    raw = camera_info_cdr(info)
+    same_message(raw, info)
+    assert raw == camera_info_cdr(info)  # padding is zeroed: the same message, the same bytes

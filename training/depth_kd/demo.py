@@ -123,7 +123,12 @@ def run_demo(out: Path, frames: int = 60, width: int = 640, height: int = 480, f
                                  recorder(topic), reliable, raw=True)
     executor = rclpy.executors.SingleThreadedExecutor(context=context)
     executor.add_node(peer)
-    spinner = threading.Thread(target=executor.spin, daemon=True)
+    stop = threading.Event()
+
+    def spin() -> None:  # not executor.spin(): an Executor.shutdown() from this thread can leave it looping hot
+        while not stop.is_set():
+            executor.spin_once(timeout_sec=0.05)
+    spinner = threading.Thread(target=spin, daemon=True)
     spinner.start()
 
     sent: dict[int, float] = {}
@@ -147,10 +152,11 @@ def run_demo(out: Path, frames: int = 60, width: int = 640, height: int = 480, f
         _wait(lambda: len(answers) >= len(sent), 5.0 + 2 * period, node, node_log, must=False)
         duration = max(max((t for t, _ in answers.values()), default=started) - started, 1e-9)
     finally:
+        stop.set()
+        spinner.join(timeout=5)
         executor.shutdown()
         peer.destroy_node()
         rclpy.shutdown(context=context)
-        spinner.join(timeout=5)
         with lock:
             writer.close()
         node.terminate()

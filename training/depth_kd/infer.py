@@ -47,7 +47,6 @@ from rosbags.highlevel import AnyReader
 from rosbags.rosbag2 import StoragePlugin, Writer
 from rosbags.typesys import Stores, get_typestore
 from sensor_msgs.msg import CameraInfo
-from std_msgs.msg import Header
 from tqdm import tqdm
 
 from depth_kd.config import DEFAULT_IMAGE_TOPIC
@@ -66,12 +65,10 @@ from depth_kd.data.bags import (
 )
 from depth_kd.data.selection import Selection, parse_data_spec
 from depth_kd_ros import pipeline
-from depth_kd_ros.camera_info import IntrinsicsError
-from depth_kd_ros.image_codec import ImageDecodeError, colorize_depth
+from depth_kd_ros.image_codec import colorize_depth
 from depth_kd_ros.inference import DepthEstimator
 from depth_kd_ros.node import LOG_QUOTE_CHARS, default_model
-from depth_kd_ros.params import NodeParams, depth_limits, validate
-from depth_kd_ros.scale import ScaleAnchor
+from depth_kd_ros.params import NodeParams, validate
 from depth_kd_ros.serialized import MessageParseError, cdr_stamp_ns, parse_cdr
 
 __all__ = ["OUTPUT_TOPICS", "InferError", "InferSummary", "check_mp4_writer", "infer_bag"]
@@ -179,26 +176,15 @@ class _Preview:
             self._writer = None
 
 
-class _Estimate(NamedTuple):
-    """One frame after inference: what the outputs are encoded from."""
-
-    header: Header
-    rgb: np.ndarray
-    depth: np.ndarray
-    camera_info: CameraInfo | None  # fitted to the image and stamped with its header; None: no usable one
-    intrinsics: tuple[float, float, float, float] | None
-
-
-class _Frames:
-    """Runs frames through the node's per-frame path (pipeline.py) with the node's settings and rules."""
+class _Frames(pipeline.FramePath):
+    """The node's per-frame path (pipeline.FramePath, the node's parameters and rules) over a recording: bad
+    inputs are counted for the summary and the first of each kind is logged."""
 
     def __init__(self, estimator: DepthEstimator, params: NodeParams, points: bool) -> None:
-        self.estimator, self.params, self.points = estimator, params, points
-        self.near_far = depth_limits(params, (estimator.info.min_depth, estimator.info.max_depth))
-        self.limits = self.near_far if (params.min_depth or params.max_depth) else None  # as DepthNode.process
-        self.anchor = (ScaleAnchor(params.scale_source, params.camera_height, params.camera_pitch)
-                       if params.scale_source != "none" else None)
+        super().__init__(estimator, params, self.bad_input)
+        self.points = points
         self.bad = Counter()
+        self.near_far()  # ValueError now if the depth limits are outside the model's range
 
     def bad_input(self, kind: str, message: str) -> None:
         """Count it; log the first of each kind (a bounded quote: the bag's strings are the sender's)."""
@@ -207,71 +193,6 @@ class _Frames:
             if len(message) > LOG_QUOTE_CHARS:
                 message = message[:LOG_QUOTE_CHARS] + "..."
             log.warning("%s (%s; further ones are counted in the summary)", message, BAD_INPUT_EFFECT[kind])
-
-    def estimate(self, raw: bytes, compressed: bool, info: CameraInfo | None, where: str,
-                 metric_depths: list[tuple[int, bytes]] = ()) -> _Estimate | None:
-        """Decode, fit the CameraInfo, infer, anchor: the first half of DepthNode.process; None: frame skipped.
-        ``metric_depths``: (stamp ns, CDR) of the metric depth messages received before this image."""
-        p = self.params
-        try:
-            header, rgb = pipeline.decode_image(raw, compressed, p.max_image_pixels)
-        except ImageDecodeError as error:
-            self.bad_input("image", f"bad image {where}: {error}")
-            return None
-        height, width = rgb.shape[:2]
-        fitted, intrinsics = None, None
-        if info is not None:
-            try:
-                fitted, intrinsics = pipeline.fit_camera_info(info, header, width, height)
-            except IntrinsicsError as error:
-                self.bad_input("camera_info", f"unusable CameraInfo for the image {where}: {error}")
-        fx = intrinsics[0] if (intrinsics and p.metric_rescale) else None
-        depth = pipeline.estimate_depth(self.estimator, rgb, fx)
-        scale = 1.0
-        if self.anchor is not None:
-            scale = self.anchor.update(depth, intrinsics, self._metric_depth(header, metric_depths, where))
-        depth = pipeline.finish_depth(depth, scale, self.limits)
-        return _Estimate(header, rgb, depth, fitted, intrinsics)
-
-    def _metric_depth(self, header: Header, metric_depths: list[tuple[int, bytes]], where: str) -> np.ndarray | None:
-        """The metric depth matched to this image (as DepthNode._matched_metric_depth), or None."""
-        raw = pipeline.nearest_by_stamp(metric_depths, header.stamp, self.params.metric_depth_tolerance)
-        if raw is None:
-            return None
-        try:
-            return pipeline.decode_depth(raw, self.params.metric_depth_transport == "compressedDepth",
-                                         self.params.max_image_pixels)
-        except ImageDecodeError as error:
-            self.bad_input("metric_depth", f"bad metric depth for the image {where}: {error}")
-            return None
-
-    def outputs(self, frame: _Estimate) -> dict[str, bytes]:
-        """The frame's messages (name -> CDR bytes, as OUTPUT_TOPICS): the second half, encode."""
-        p, header, depth = self.params, frame.header, frame.depth
-        outputs = {"image": pipeline.depth_image(header, depth, p.depth_encoding),
-                   "colored": pipeline.colored(header, depth, *self.near_far)}
-        if frame.camera_info is not None:
-            outputs["camera_info"] = camera_info_cdr(frame.camera_info)
-            if self.points:
-                outputs["points"] = pipeline.cloud(header, depth, frame.rgb, frame.intrinsics, p.points_rgb,
-                                                   p.points_decimation)
-        return outputs
-
-
-def camera_info_cdr(info: CameraInfo) -> bytes:
-    """An rclpy CameraInfo as CDR written by rosbags, padding zeroed (rclpy's serializer leaves it as it finds
-    the memory), so the same input gives the same bag byte for byte."""
-    t = TYPESTORE.types
-    stamp = t["builtin_interfaces/msg/Time"](sec=info.header.stamp.sec, nanosec=info.header.stamp.nanosec)
-    roi = info.roi
-    msg = t[CAMERA_INFO](
-        header=t["std_msgs/msg/Header"](stamp=stamp, frame_id=info.header.frame_id), height=info.height,
-        width=info.width, distortion_model=info.distortion_model, d=np.asarray(info.d, np.float64),
-        k=np.asarray(info.k, np.float64), r=np.asarray(info.r, np.float64), p=np.asarray(info.p, np.float64),
-        binning_x=info.binning_x, binning_y=info.binning_y,
-        roi=t["sensor_msgs/msg/RegionOfInterest"](x_offset=roi.x_offset, y_offset=roi.y_offset, height=roi.height,
-                                                  width=roi.width, do_rectify=roi.do_rectify))
-    return bytes(TYPESTORE.serialize_cdr(msg, CAMERA_INFO))
 
 
 def _as_cdr(reader: AnyReader, raw: bytes, msgtype: str) -> bytes:
@@ -523,8 +444,8 @@ def _write(reader: AnyReader, out: Path, frames: _Frames, preview: _Preview | No
     bar = tqdm(total=total, desc=f"infer {out.name}", unit="frame", disable=not progress)
     stages = [_Stage("infer_bag"), *([_Stage("infer_video")] if preview is not None else [])]
 
-    def emit(frame: _Estimate, log_ns: int) -> None:
-        outputs = frames.outputs(frame)
+    def emit(frame: pipeline.Frame, log_ns: int) -> None:
+        outputs = frames.outputs(frame, names)
         with _output_errors(out):
             for name, data in outputs.items():
                 writer.write(connections[name], log_ns, data)
