@@ -210,8 +210,8 @@ class Peer:
         self._thread.start()
 
     def _spin(self) -> None:
-        # Not executor.spin(): Executor.shutdown() from another thread destroys the wait set's guard condition
-        # under a running spin, which then loops hot and never returns (seen as a test hanging in close()).
+        # Not executor.spin(): Executor.shutdown() from another thread cleans up under a running spin
+        # (ros2/rclpy#968), which then looped hot and never returned here (a test hung in close()).
         while not self._closing.is_set():
             self.executor.spin_once(timeout_sec=0.05)
 

@@ -125,7 +125,7 @@ def run_demo(out: Path, frames: int = 60, width: int = 640, height: int = 480, f
     executor.add_node(peer)
     stop = threading.Event()
 
-    def spin() -> None:  # not executor.spin(): an Executor.shutdown() from this thread can leave it looping hot
+    def spin() -> None:  # not executor.spin(): shutting it down from this thread races it (ros2/rclpy#968)
         while not stop.is_set():
             executor.spin_once(timeout_sec=0.05)
     spinner = threading.Thread(target=spin, daemon=True)
