@@ -30,6 +30,7 @@ from depth_kd.data.sources import open_source
 from depth_kd.metrics import DepthMetricAccumulator
 from depth_kd_ros.checkpoint import load_checkpoint
 from depth_kd_ros.inference import DepthEstimator
+from depth_kd_ros.models import build_model
 
 MIN_DEPTH, MAX_DEPTH = 0.1, 10.0
 TEACHER = "models/fastdepth/fast_depth_224_int8.tflite"
@@ -97,7 +98,9 @@ def score(predict: Predict, frames: Iterator[dict]) -> dict[str, float]:
 def student(path: Path) -> tuple[Predict, dict]:
     estimator = DepthEstimator(path, device="cpu")
     info = estimator.info
-    model = load_checkpoint(path)[0]  # counted in torch whatever the backend scoring it
+    # Counted in torch whatever the backend scoring it; an ONNX file's architecture is rebuilt from its ModelInfo
+    # (the count does not depend on the weights).
+    model = build_model(info.arch, info.arch_config) if path.suffix == ".onnx" else load_checkpoint(path)[0]
     with FlopCounterMode(display=False) as counter, torch.inference_mode():
         model(torch.zeros(1, 3, info.input_height, info.input_width))
     facts = {"params": sum(p.numel() for p in model.parameters()), "gmacs": counter.get_total_flops() / 2e9,

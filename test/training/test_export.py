@@ -18,7 +18,7 @@ from conftest import REPO_ROOT, SHARED_DATA
 from safetensors import safe_open
 
 from depth_kd import export
-from depth_kd.config import DistillConfig
+from depth_kd.config import FLOAT_CONVS, DistillConfig
 from depth_kd.export import (
     ExportError,
     accuracy_sources,
@@ -187,12 +187,14 @@ def test_int8_loads_like_any_export_with_per_channel_qdq(lively_checkpoint, int8
     weights = {i.name: onnx.numpy_helper.to_array(i) for i in proto.graph.initializer}
     made_by = {out: node for node in proto.graph.node for out in node.output}
     convs = [node for node in proto.graph.node if node.op_type == "Conv"]
-    for conv in convs:  # every conv weight is int8 with one scale per output channel
+    for conv in convs[:FLOAT_CONVS]:  # the stem stays float
+        assert conv.input[1] not in made_by and weights[conv.input[1]].dtype == np.float32, conv.name
+    for conv in convs[FLOAT_CONVS:]:  # every other conv weight is int8 with one scale per output channel
         dq = made_by[conv.input[1]]
         assert dq.op_type == "DequantizeLinear", conv.name
         weight, scale = weights[dq.input[0]], weights[dq.input[1]]
         assert weight.dtype == np.int8 and scale.shape == (weight.shape[0],), conv.name
-    assert len(convs) > 20 and sum(weights[made_by[c.input[1]].input[1]].size > 1 for c in convs) > 20
+    assert len(convs) > 20 and sum(weights[made_by[c.input[1]].input[1]].size > 1 for c in convs[FLOAT_CONVS:]) > 20
 
 
 def test_int8_agrees_with_fp32_on_textured_frames(int8_model):
@@ -244,6 +246,7 @@ def test_cli_int8_end_to_end(tmp_path, lively_checkpoint, calibration_bag, capsy
     (["--calibration", "BAG", "--eval-data", "IMAGES"], "evaluation data: {images}: no depth topic"),
     (["--calibration", "BAG", "--eval-data", "BAG#frames=100:"], "evaluation data: {bag}: /camera/image_raw#frames"),
     (["--calibration", "BAG", "--calibration-frames", "0"], "--calibration-frames must be >= 1, got 0"),
+    (["--calibration", "BAG", "--float-convs", "-1"], "--float-convs must be >= 0, got -1"),
 ])
 def test_cli_int8_bad_input_is_one_error_line(tmp_path, checkpoint, calibration_bag, capsys, extra, message):
     """Each fails before any file is written, in one line naming the flag or the data."""

@@ -29,7 +29,7 @@ import torch
 from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
-from depth_kd.config import DEFAULT_DEPTH_TOPIC, DEFAULT_IMAGE_TOPIC, DEFAULT_OPSET, INT8_COMPARE_FRAMES
+from depth_kd.config import DEFAULT_DEPTH_TOPIC, DEFAULT_IMAGE_TOPIC, DEFAULT_OPSET, FLOAT_CONVS, INT8_COMPARE_FRAMES
 from depth_kd.data import BagSource, DataError, ImageFolder, open_source
 from depth_kd.metrics import DepthMetricAccumulator
 from depth_kd_ros.checkpoint import FORMAT, CheckpointError, ModelInfo, load_checkpoint, save_checkpoint
@@ -190,7 +190,8 @@ def _chunk(frames: int) -> int:
 
 def export_int8(checkpoint: str | Path, out: str | Path, calibration: Sequence[str], frames: int = 64, *,
                 image_topic: str | None = DEFAULT_IMAGE_TOPIC, opset: int = DEFAULT_OPSET,
-                tolerance: float = 1e-3, fp32_out: str | Path | None = None) -> Int8Export:
+                tolerance: float = 1e-3, fp32_out: str | Path | None = None,
+                float_convs: int = FLOAT_CONVS) -> Int8Export:
     """Write a statically quantised ONNX model to ``out``, calibrated on at most ``frames`` real frames.
 
     Int8 weights shrink the file about 3x and let ONNX Runtime run integer kernels on CPUs; the activation
@@ -219,9 +220,11 @@ def export_int8(checkpoint: str | Path, out: str | Path, calibration: Sequence[s
         if not len(reader):
             raise DataError(f"calibration data: no frames in {', '.join(calibration)}")
         quantised = Path(tmp) / "int8.onnx"
+        convs = [node.name for node in onnx.load(str(prepared)).graph.node if node.op_type == "Conv"]
         quantize_static(str(prepared), str(quantised), reader, quant_format=QuantFormat.QDQ, per_channel=True,
                         # U8S8 (ORT's CPU advice): as fast as S8S8 here (AVX2), closer to fp32 than 7-bit reduce_range
                         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                        nodes_to_exclude=convs[:float_convs],  # the stem stays float (config.FLOAT_CONVS)
                         extra_options={"CalibStridedMinMax": _chunk(len(reader))})
         _save_with_metadata(quantised, proto, out)
     logger.info("%s: int8 QDQ model calibrated on %d frames", out, len(reader))

@@ -22,6 +22,7 @@ from typing import Any
 
 from depth_kd.config import (
     DEFAULT_OPSET,
+    FLOAT_CONVS,
     INT8_COMPARE_FRAMES,
     MODES,
     TEACHER_KINDS,
@@ -148,6 +149,9 @@ def add_train_commands(subparsers: argparse._SubParsersAction) -> None:
                    "the int8 activation ranges; #frames=A:B / #time=T0:T1 allowed")
     p.add_argument("--calibration-frames", type=int, default=64, metavar="N",
                    help="calibrate on at most N frames, spread evenly over the calibration data (default 64)")
+    p.add_argument("--float-convs", type=int, default=FLOAT_CONVS, metavar="N",
+                   help="keep the first N convolutions (the stem, on the full-resolution image) in float32 "
+                   "(default %(default)s; 0: quantise every one)")
     p.add_argument("--eval-data", nargs="+", metavar="BAG", help="bags or image folders with depth to measure the "
                    "int8 model's AbsRel against float32 on (default: the calibration frames that have depth; "
                    f"at most {INT8_COMPARE_FRAMES} frames, spread evenly)")
@@ -254,6 +258,8 @@ def _check_export_args(args: argparse.Namespace) -> None:
         raise ConfigError("--int8 needs --calibration BAG [BAG ...]: real frames to calibrate the activation ranges")
     if not args.int8 and (args.calibration or args.eval_data):
         raise ConfigError("--calibration and --eval-data are for --int8 OUT")
+    if args.float_convs < 0:
+        raise ConfigError(f"--float-convs must be >= 0, got {args.float_convs}")
     if args.calibration_frames < 1:
         raise ConfigError(f"--calibration-frames must be >= 1, got {args.calibration_frames}")
 
@@ -269,7 +275,8 @@ def _export_int8(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory(prefix="depth_kd_export_") as tmp:
         fp32 = f"{tmp}/fp32.onnx"
         result = export_int8(args.model, args.int8, args.calibration, args.calibration_frames,
-                             image_topic=args.image_topic, opset=args.opset, tolerance=args.tolerance, fp32_out=fp32)
+                             image_topic=args.image_topic, opset=args.opset, tolerance=args.tolerance, fp32_out=fp32,
+                             float_convs=args.float_convs)
         print(f"{args.int8}  (int8, calibrated on {result.calibration_frames} frames)", flush=True)
         accuracy = int8_accuracy(args.int8, fp32, measure_on)
     print(accuracy.summary(), flush=True)
