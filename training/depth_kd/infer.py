@@ -7,13 +7,12 @@
   paired with a CameraInfo topic by the rules of :mod:`depth_kd.data.bags` (``--image-topic``, default
   /camera/image_raw, else the bag's only image-like topic; CameraInfo from the image's namespace), read in
   receive order without decoding anything it does not use. A selection suffix (selection.py) runs part of a recording.
-* **Per frame**: the functions the node runs, in the node's order (:mod:`depth_kd_ros.pipeline`, as
-  ``DepthNode.process`` chains them): decode_image, fit_camera_info, estimate_depth, the metric scale
-  (``scale_source``: a :class:`ScaleAnchor`, as the node's), finish_depth, then depth_image, colored and
-  (``--points``) cloud. With ``scale_source`` depth the metric depth is the bag's depth topic (the latest ones
-  received before the image, matched by stamp as live). The CameraInfo is the latest one received before the
-  image, as live; frames before the bag's first CameraInfo get that first one (as bags.py does: intrinsics
-  rarely change).
+* **Per frame**: the node's own per-frame path, ``pipeline.FramePath`` (``DepthNode.process`` runs it too):
+  decode_image, fit_camera_info, estimate_depth, the metric scale (``scale_source``: a :class:`ScaleAnchor`),
+  finish_depth, then depth_image, camera_info, colored and (``--points``) cloud. With ``scale_source`` depth the
+  metric depth is the bag's depth topic (the latest ones received before the image, matched by stamp as live).
+  The CameraInfo is the latest one received before the image, as live; frames before the bag's first CameraInfo
+  get that first one (as bags.py does: intrinsics rarely change).
 * **Output**: a new MCAP rosbag2 with ``/depth/image``, ``/depth/camera_info``, ``/depth/colored`` and
   (``--points``) ``/depth/points``, the topics the node publishes. Each message carries its input image's
   header (stamp and frame_id) unchanged and is logged at the input image's log time, so the output lines up
@@ -67,7 +66,7 @@ from depth_kd.data.selection import Selection, parse_data_spec
 from depth_kd_ros import pipeline
 from depth_kd_ros.image_codec import colorize_depth
 from depth_kd_ros.inference import DepthEstimator
-from depth_kd_ros.node import LOG_QUOTE_CHARS, default_model
+from depth_kd_ros.node import LOG_QUOTE_CHARS, METRIC_DEPTH_KEPT, default_model
 from depth_kd_ros.params import NodeParams, validate
 from depth_kd_ros.serialized import MessageParseError, cdr_stamp_ns, parse_cdr
 
@@ -94,7 +93,6 @@ BAD_INPUT_EFFECT = {
     "camera_info_message": "ignored: the previous CameraInfo stays in use",
     "metric_depth": "that frame keeps the last metric scale",
 }
-METRIC_DEPTH_KEPT = 8  # recent metric depth messages kept for matching by stamp, as the node keeps
 
 
 class InferError(ValueError):
