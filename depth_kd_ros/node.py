@@ -44,6 +44,13 @@ METRIC_DEPTH_KEPT = 8  # recent metric depth messages kept for matching by stamp
 SUBSCRIBER_CHECK_PERIOD_S = 1.0  # a fallback for middlewares without matched events
 
 
+def bounded_quote(message: str) -> str:
+    """At most LOG_QUOTE_CHARS of a problem's description: its text often comes from the sender."""
+    if len(message) <= LOG_QUOTE_CHARS:
+        return message
+    return message[:LOG_QUOTE_CHARS] + f"... ({len(message) - LOG_QUOTE_CHARS} more characters)"
+
+
 class DepthNodeCore:
     """What depth_node does, mixed into an rclpy node: DepthNode runs it at once, DepthLifecycleNode
     (lifecycle_node.py) step by step through the managed-node transitions.
@@ -180,9 +187,11 @@ class DepthNodeCore:
             msg_type = CompressedImage if self.params.image_transport == "compressed" else Image
             topic = "image_raw/compressed" if msg_type is CompressedImage else "image_raw"
             self._image_sub = self.create_subscription(msg_type, topic, self._on_image, self._in_qos, raw=True)
+            self.get_logger().debug("a viewer came: subscribed to images")
         elif not wanted and self._image_sub is not None:
             self.destroy_subscription(self._image_sub)
             self._image_sub = None
+            self.get_logger().debug("no viewer left: unsubscribed from images")
 
     # --- callbacks: cheap, never block -------------------------------------------------------------------
     def _on_image(self, msg: bytes) -> None:
@@ -269,8 +278,7 @@ class DepthNodeCore:
 
         The throttle is per kind (a handful, fixed in the code), never per message: a sender controls the text.
         """
-        if len(message) > LOG_QUOTE_CHARS:
-            message = message[:LOG_QUOTE_CHARS] + f"... ({len(message) - LOG_QUOTE_CHARS} more characters)"
+        message = bounded_quote(message)
         self.stats.bad_input(kind, message)
         now = time.monotonic()
         logged, suppressed = self._last_bad_log.get(kind, (-1e9, 0))

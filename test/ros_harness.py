@@ -130,6 +130,19 @@ class CameraProcess:
             self.proc.wait(timeout=10)
 
 
+class BusyCore:
+    """Another process spinning on one core for the duration (a robot's SLAM, planner, drivers...)."""
+
+    def __enter__(self) -> BusyCore:
+        self.proc = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+        time.sleep(0.5)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.proc.kill()
+        self.proc.wait()
+
+
 VIEWER_SCRIPT = """
 import sys, time, rclpy
 from rclpy.qos import QoSProfile, ReliabilityPolicy

@@ -90,3 +90,18 @@ def test_the_shipped_dds_profile_is_used_only_when_the_user_chose_none(tmp_path,
         assert use_shipped_dds_profile(env) is None and env == own
     (tmp_path / "DEFAULT_FASTRTPS_PROFILES.xml").write_text("<profiles/>")  # Fast DDS reads it from the cwd
     assert use_shipped_dds_profile({}) is None
+
+
+def test_the_shipped_dds_profile_parses_and_heartbeats_within_a_frame():
+    """Fast DDS skips a profile file that is not well-formed XML (a ``--`` in a comment is enough), and a writer
+    heartbeat period over one frame interval delays a new reliable viewer's first frame (config/fastdds.xml)."""
+    import xml.etree.ElementTree as ET
+
+    from depth_kd_ros.node import shipped_dds_profile
+
+    ns = {"p": "http://www.eprosima.com/XMLSchemas/fastRTPS_Profiles"}
+    root = ET.parse(shipped_dds_profile()).getroot()
+    period = root.find("p:data_writer[@is_default_profile='true']/p:times/p:heartbeatPeriod", ns)
+    seconds = int(period.find("p:sec", ns).text) + int(period.find("p:nanosec", ns).text) * 1e-9
+    assert 0 < seconds < 1 / 30
+    assert root.find("p:participant[@is_default_profile='true']//p:leaseAnnouncement", ns) is not None

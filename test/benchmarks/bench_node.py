@@ -23,7 +23,6 @@ import logging
 import os
 import random
 import struct
-import subprocess
 import sys
 import tempfile
 import threading
@@ -110,19 +109,6 @@ def tflite_anchor(rgb: np.ndarray, repeats: int, threads: int) -> float | None:
 
 def estimator(path: Path, threads: int) -> DepthEstimator:
     return DepthEstimator(path, device="cpu", threads=threads)
-
-
-class BusyCore:
-    """Another process spinning on one core for the duration (a robot's SLAM, planner, drivers...)."""
-
-    def __enter__(self) -> BusyCore:
-        self.proc = subprocess.Popen([sys.executable, "-c", "while True: pass"])
-        time.sleep(0.5)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.proc.kill()
-        self.proc.wait()
 
 
 def cloud_loop(depth: np.ndarray, fx: float, fy: float, cx: float, cy: float) -> np.ndarray:
@@ -269,6 +255,8 @@ def predict_table(args: argparse.Namespace, rgb: np.ndarray, files: dict, defaul
 
 
 def busy_table(args: argparse.Namespace, rgb: np.ndarray, files: dict, default_size: tuple[int, int]) -> None:
+    from ros_harness import BusyCore
+
     print(f"\n2. a busy robot: one core kept busy by another process; predict at {default_size[0]}x"
           f"{default_size[1]}, {args.load_repeats} calls")
     print(f"{'backend':18s} {'threads':>7s} {'idle median ms':>15s} {'loaded median':>14s} "

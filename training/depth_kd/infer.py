@@ -66,7 +66,7 @@ from depth_kd.data.selection import Selection, parse_data_spec
 from depth_kd_ros import pipeline
 from depth_kd_ros.image_codec import colorize_depth
 from depth_kd_ros.inference import DepthEstimator
-from depth_kd_ros.node import LOG_QUOTE_CHARS, METRIC_DEPTH_KEPT, default_model
+from depth_kd_ros.node import METRIC_DEPTH_KEPT, bounded_quote, default_model
 from depth_kd_ros.params import NodeParams, validate
 from depth_kd_ros.serialized import MessageParseError, cdr_stamp_ns, parse_cdr
 
@@ -188,9 +188,8 @@ class _Frames(pipeline.FramePath):
         """Count it; log the first of each kind (a bounded quote: the bag's strings are the sender's)."""
         self.bad[kind] += 1
         if self.bad[kind] == 1:
-            if len(message) > LOG_QUOTE_CHARS:
-                message = message[:LOG_QUOTE_CHARS] + "..."
-            log.warning("%s (%s; further ones are counted in the summary)", message, BAD_INPUT_EFFECT[kind])
+            log.warning("%s (%s; further ones are counted in the summary)", bounded_quote(message),
+                        BAD_INPUT_EFFECT[kind])
 
 
 def _as_cdr(reader: AnyReader, raw: bytes, msgtype: str) -> bytes:
