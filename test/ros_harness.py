@@ -161,12 +161,13 @@ print(f"{got[0] - start:.4f}" if got else "none")
 """
 
 
-def first_message_wait(topic: str, window: float) -> float | None:
+def first_message_wait(topic: str, window: float, env: dict[str, str] | None = None) -> float | None:
     """A new viewer *process* (RViz toggled on, ``ros2 topic echo``) subscribes to the Image ``topic`` (absolute
     or relative) for ``window`` seconds: seconds from its subscription to its first message, None if none came.
-    It offers what the publisher offers: best effort for a camera's image_raw, reliable otherwise."""
+    It offers what the publisher offers: best effort for a camera's image_raw, reliable otherwise. ``env``: its
+    environment (default: the test's)."""
     out = subprocess.run([sys.executable, "-c", VIEWER_SCRIPT, topic, str(window)], capture_output=True,
-                         text=True, timeout=60 + window)
+                         text=True, timeout=60 + window, env=env)
     lines = out.stdout.strip().splitlines()
     return None if not lines or lines[-1] == "none" else float(lines[-1])
 
