@@ -306,7 +306,10 @@ class Trainer:
                 keys = [CacheKey(k, t, int(s)) for p in parts
                         for k, t, s in zip(p["key"], p["topic"], p["stamp_ns"], strict=True)][kd_rows]
                 kd = predict_cached(self.teacher, self.cache, keys, plain[kd_rows]).to(self.device)
-                kd = warp(kd, views.rows(kd_rows.start, kd_rows.stop))
+                # A view zoomed by s is a camera with s times the focal length: the teacher would call it s times
+                # nearer, as it does when it labels the view itself (and as ground truth's factor says).
+                kd_views = views.rows(kd_rows.start, kd_rows.stop)
+                kd = warp(kd, kd_views) / kd_views.scale.to(kd).view(-1, 1, 1, 1)
             batch["kd_rows"] = kd_rows
             batch["kd"] = kd  # already for the canonical camera: the teacher's own (see _canonical_focal)
         return batch
