@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from depth_kd.augment import Views, jitter_colour, sample_views, views_intrinsics, warp
+from depth_kd.augment import Views, jitter_colour, paste, sample_mix, sample_views, views_intrinsics, warp
 from depth_kd.config import ConfigError, TrainConfig
 from depth_kd.render.record import record_sequence
 from depth_kd.trainer import Trainer
@@ -147,6 +147,8 @@ def test_frozen_encoder_batchnorm_keeps_its_statistics(tmp_path, inputs):
 @pytest.mark.parametrize("groups, message", [
     ({"augment": {"scale_max": 0.5}}, "augment.scale_max >= 1"),
     ({"augment": {"flip": 2.0}}, "augment.flip"),
+    ({"augment": {"mix": 1.5}}, "augment.mix <= 1"),
+    ({"augment": {"mix": 0.5}, "distill": {"mode": "kd_x"}}, "mode kd_x has none of"),
     ({"distill": {"mode": "supervised", "online_teacher": True}}, "online_teacher needs a teacher"),
 ])
 def test_bad_view_settings_are_refused(tmp_path, inputs, groups, message):
@@ -166,3 +168,46 @@ def test_a_short_last_batch_of_x_keeps_rows_and_views_aligned(tmp_path, inputs):
         sizes.append((batch["n_x"], len(batch["gt"]), len(batch["kd"]), len(batch["rgb"])))
     assert sizes == [(4, 4, 5, 5), (2, 2, 3, 3)]
     trainer.train_step()  # the third batch of X starts a new epoch
+
+
+def test_a_mixed_frame_holds_a_box_of_another_frame_and_nothing_else_moves():
+    torch.manual_seed(3)
+    images = torch.rand(6, 3, H, W)
+    mix = sample_mix(6, H, W, prob=0.7)
+    assert mix.mixed.any() and not mix.mixed.all() and (mix.source != torch.arange(6)).all()
+    out = paste(images, mix)
+    for i in range(6):
+        box = (slice(None), slice(int(mix.top[i]), int(mix.bottom[i])), slice(int(mix.left[i]), int(mix.right[i])))
+        if not mix.mixed[i]:
+            assert torch.equal(out[i], images[i])
+            continue
+        assert 0.09 <= (mix.bottom[i] - mix.top[i]) * (mix.right[i] - mix.left[i]) / (H * W) <= 0.51
+        assert torch.equal(out[i][box], images[mix.source[i]][box])
+        outside = torch.ones(H, W, dtype=torch.bool)
+        outside[box[1:]] = False
+        assert torch.equal(out[i][:, outside], images[i][:, outside])
+
+
+@pytest.mark.parametrize("online", [True, False])
+def test_mixed_unlabeled_rows_get_targets_of_what_they_show(tmp_path, inputs, online):
+    """kd_xu, 2 X + 2 U rows, every U row mixed: X rows untouched; online, the teacher labels the collage;
+    cached, the targets are pasted with the same boxes."""
+    config = _config(tmp_path, inputs, augment={"mix": 1.0, "colour": 0.0}, distill={"online_teacher": online})
+    trainer = Trainer(config, torch.device("cpu"))
+    torch.manual_seed(11)
+    batch = trainer._next_batch()
+    trainer.x_stream.load_state({"epoch": 0, "position": 0})
+    trainer.u_stream.load_state({"epoch": 0, "position": 0})
+    torch.manual_seed(11)
+    views = sample_views(4, 1.6, 0.5, 0.0)
+    mix = sample_mix(2, 64, 64, 1.0)
+    plain = torch.cat([trainer.x_stream.next()["rgb"], trainer.u_stream.next()["rgb"]])
+    viewed = warp(plain, views)
+    assert mix.mixed.all() and torch.equal(batch["rgb"][:2], viewed[:2])
+    assert torch.equal(batch["rgb"][2:], paste(viewed[2:], mix)) and not torch.equal(batch["rgb"][2:], viewed[2:])
+    if online:
+        assert torch.equal(batch["kd"], trainer.teacher.predict(batch["rgb"]))
+    else:
+        targets = warp(trainer.teacher.predict(plain), views) / views.scale.view(-1, 1, 1, 1)
+        expected = torch.cat([targets[:2], paste(targets[2:], mix)])
+        assert torch.allclose(batch["kd"], expected, atol=1e-3)  # cache is float16

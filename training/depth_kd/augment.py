@@ -13,6 +13,10 @@ teacher maps with bilinear.
 
 Colour (student input, and the teacher's in on-the-fly mode; never depth): brightness and contrast
 factors in [1 - c, 1 + c] and a saturation factor in [1 - c, 1 + c], on RGB in [0, 1].
+
+Mixing frames (CutMix, for rows the teacher alone labels): a box of another frame of the batch pasted in, a
+tenth to a half of the frame's area. It shows the teacher inputs no recording holds ("function matching",
+Beyer et al.); the teacher labels the collage itself on the fly, and cached targets are pasted alike.
 """
 
 from __future__ import annotations
@@ -23,7 +27,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-__all__ = ["Views", "jitter_colour", "random_views", "sample_views", "views_intrinsics", "warp"]
+__all__ = ["Mix", "Views", "jitter_colour", "paste", "random_views", "sample_mix", "sample_views", "views_intrinsics",
+           "warp"]
 
 _GREY = (0.299, 0.587, 0.114)  # ITU-R BT.601 luma weights
 
@@ -105,3 +110,39 @@ def jitter_colour(rgb: torch.Tensor, views: Views) -> torch.Tensor:
     mean = grey.mean(dim=(2, 3), keepdim=True)
     out = mean + (out - mean) * per_sample(views.contrast)
     return (out * per_sample(views.brightness)).clamp(0.0, 1.0)
+
+
+@dataclass
+class Mix:
+    """Per-sample boxes pasted from another row (each a tensor of length N): row i takes rows ``top:bottom`` and
+    columns ``left:right`` of row ``source[i]`` where ``mixed[i]``."""
+
+    source: torch.Tensor
+    top: torch.Tensor
+    left: torch.Tensor
+    bottom: torch.Tensor
+    right: torch.Tensor
+    mixed: torch.Tensor
+
+
+def sample_mix(n: int, height: int, width: int, prob: float, area: tuple[float, float] = (0.1, 0.5)) -> Mix:
+    """Draw ``n`` boxes of the frame's aspect ratio, each from another row, from torch's global generator."""
+    source = (torch.arange(n) + torch.randint(1, max(n, 2), (n,))) % n  # never the row itself (for n > 1)
+    side = (area[0] + torch.rand(n) * (area[1] - area[0])).sqrt()
+    box_h, box_w = (side * height).round().long(), (side * width).round().long()
+    top = (torch.rand(n) * (height - box_h + 1)).long()
+    left = (torch.rand(n) * (width - box_w + 1)).long()
+    return Mix(source, top, left, top + box_h, left + box_w, (torch.rand(n) < prob) & (n > 1))
+
+
+def paste(images: torch.Tensor, mix: Mix) -> torch.Tensor:
+    """N x C x H x W ``images`` with each mixed row's box replaced by its source row's pixels there."""
+    height, width = images.shape[-2:]
+    def per_sample(values: torch.Tensor) -> torch.Tensor:
+        return values.to(images.device).view(-1, 1, 1, 1)
+
+    rows = torch.arange(height, device=images.device).view(1, 1, -1, 1)
+    cols = torch.arange(width, device=images.device).view(1, 1, 1, -1)
+    inside = ((rows >= per_sample(mix.top)) & (rows < per_sample(mix.bottom)) & (cols >= per_sample(mix.left))
+              & (cols < per_sample(mix.right)) & per_sample(mix.mixed))
+    return torch.where(inside, images[mix.source.to(images.device)], images)

@@ -159,6 +159,9 @@ class AugmentConfig:
                                  "1 = off")
     flip: float = _opt(0.0, "probability of a left-right mirror")
     colour: float = _opt(0.0, "brightness / contrast / saturation jitter, factors in [1 - c, 1 + c]; 0 = off")
+    mix: float = _opt(0.0, "probability that an unlabeled (U) frame gets a box of another U frame of the batch "
+                           "pasted in (CutMix); the teacher labels the collage, or its cached targets are pasted "
+                           "alike; 0 = off")
 
 
 @dataclass
@@ -248,9 +251,13 @@ class TrainConfig:
                         "run.checkpoint_every": r.checkpoint_every, "distill.gt_weight": k.gt_weight,
                         "distill.kd_weight": k.kd_weight}
         a = self.augment
-        if a.scale_max < 1 or not 0 <= a.flip <= 1 or not 0 <= a.colour < 1:
-            raise ConfigError(f"need augment.scale_max >= 1, 0 <= augment.flip <= 1, 0 <= augment.colour < 1; got "
-                              f"{a.scale_max}, {a.flip}, {a.colour}")
+        if a.scale_max < 1 or not 0 <= a.flip <= 1 or not 0 <= a.colour < 1 or not 0 <= a.mix <= 1:
+            raise ConfigError(f"need augment.scale_max >= 1, 0 <= augment.flip <= 1, 0 <= augment.colour < 1, "
+                              f"0 <= augment.mix <= 1; got {a.scale_max}, {a.flip}, {a.colour}, {a.mix}")
+        if a.mix and k.mode not in ("kd_u", "kd_xu"):
+            raise ConfigError(f"augment.mix mixes unlabeled frames (U), which mode {k.mode} has none of"
+                              + ("; it has its own object-wise mixing (datafree.mixing)" if k.mode == "datafree"
+                                 else ""))
         if k.online_teacher and k.mode == "supervised":
             raise ConfigError("distill.online_teacher needs a teacher; mode supervised has none")
         for name, value in positive.items():

@@ -49,7 +49,7 @@ from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from depth_kd import __version__
-from depth_kd.augment import random_views, views_intrinsics, warp
+from depth_kd.augment import paste, random_views, sample_mix, views_intrinsics, warp
 from depth_kd.config import ConfigError, TrainConfig
 from depth_kd.data import FrameDataset, TrainingTransform
 from depth_kd.distributed import DistContext, all_reduce_sum, barrier
@@ -294,6 +294,10 @@ class Trainer:
         factors = self._canonical_factors(intrinsics).to(self.device).view(-1, 1, 1, 1)
         # The last batch of an epoch may be short, so rows are counted from what arrived, not from n_x.
         n_x = len(parts[0]["rgb"]) if self.x_stream is not None else 0
+        # Only unlabeled rows are mixed: a labeled row's ground truth would not follow a pasted box.
+        mix = sample_mix(len(rgb) - n_x, c.model.height, c.model.width, a.mix) if a.mix else None
+        if mix is not None:
+            rgb = torch.cat([rgb[:n_x], paste(rgb[n_x:], mix)])
         batch: dict[str, Any] = {"rgb": rgb, "n_x": n_x}
         if self.x_stream is not None:
             gt = warp(parts[0]["depth"].to(self.device, non_blocking=True), views.rows(0, n_x), "nearest")
@@ -310,6 +314,9 @@ class Trainer:
                 # nearer, as it does when it labels the view itself (and as ground truth's factor says).
                 kd_views = views.rows(kd_rows.start, kd_rows.stop)
                 kd = warp(kd, kd_views) / kd_views.scale.to(kd).view(-1, 1, 1, 1)
+                if mix is not None:  # the unlabeled rows' targets get the same boxes as their pixels
+                    first_u = n_x - kd_rows.start
+                    kd = torch.cat([kd[:first_u], paste(kd[first_u:], mix)])
             batch["kd_rows"] = kd_rows
             batch["kd"] = kd  # already for the canonical camera: the teacher's own (see _canonical_focal)
         return batch
