@@ -101,15 +101,22 @@ def test_online_teacher_labels_the_view_the_student_sees(tmp_path, inputs):
     assert torch.equal(batch["kd"], trainer.teacher.predict(batch["rgb"]))
 
 
-def test_cached_targets_are_warped_like_the_view(tmp_path, inputs):
-    trainer = Trainer(_config(tmp_path, inputs, augment={"colour": 0.0}), torch.device("cpu"))
+def _first_batch_and_its_frames(trainer: Trainer) -> tuple[dict, torch.Tensor]:
+    """The trainer's first batch under seed 11, and the plain frames it was made of (X then U); the global
+    generator is left where the trainer found it, so a test can draw the same views again."""
     torch.manual_seed(11)
     batch = trainer._next_batch()
     trainer.x_stream.load_state({"epoch": 0, "position": 0})
     trainer.u_stream.load_state({"epoch": 0, "position": 0})
-    torch.manual_seed(11)
-    views = sample_views(4, 1.6, 0.5, 0.0)
     plain = torch.cat([trainer.x_stream.next()["rgb"], trainer.u_stream.next()["rgb"]])
+    torch.manual_seed(11)
+    return batch, plain
+
+
+def test_cached_targets_are_warped_like_the_view(tmp_path, inputs):
+    trainer = Trainer(_config(tmp_path, inputs, augment={"colour": 0.0}), torch.device("cpu"))
+    batch, plain = _first_batch_and_its_frames(trainer)
+    views = sample_views(4, 1.6, 0.5, 0.0)
     assert views.geometric and torch.equal(batch["rgb"], warp(plain, views))
     # A zoom by s makes things look s times nearer: the cached target is divided by s, as a teacher labelling the
     # view itself would say, and as the ground truth's canonical factor does.
@@ -194,14 +201,9 @@ def test_mixed_unlabeled_rows_get_targets_of_what_they_show(tmp_path, inputs, on
     cached, the targets are pasted with the same boxes."""
     config = _config(tmp_path, inputs, augment={"mix": 1.0, "colour": 0.0}, distill={"online_teacher": online})
     trainer = Trainer(config, torch.device("cpu"))
-    torch.manual_seed(11)
-    batch = trainer._next_batch()
-    trainer.x_stream.load_state({"epoch": 0, "position": 0})
-    trainer.u_stream.load_state({"epoch": 0, "position": 0})
-    torch.manual_seed(11)
+    batch, plain = _first_batch_and_its_frames(trainer)
     views = sample_views(4, 1.6, 0.5, 0.0)
     mix = sample_mix(2, 64, 64, 1.0)
-    plain = torch.cat([trainer.x_stream.next()["rgb"], trainer.u_stream.next()["rgb"]])
     viewed = warp(plain, views)
     assert mix.mixed.all() and torch.equal(batch["rgb"][:2], viewed[:2])
     assert torch.equal(batch["rgb"][2:], paste(viewed[2:], mix)) and not torch.equal(batch["rgb"][2:], viewed[2:])
