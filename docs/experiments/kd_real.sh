@@ -50,6 +50,8 @@ rows=(
   "kd_xu_rendered --mode kd_xu --data ${X[*]} ${RENDERED[*]} --aux ${U[*]}"
   # The default weights' recipe with fixed teacher targets, and with the encoder's BN statistics trained.
   "kd_xu_rendered_cached --mode kd_xu --data ${X[*]} ${RENDERED[*]} --aux ${U[*]} --set distill.online_teacher=false"
+  # The default's recipe, online, with frames mixed (CutMix on U rows: augment.mix).
+  "kd_xu_rendered_mix --mode kd_xu --data ${X[*]} ${RENDERED[*]} --aux ${U[*]} --set augment.mix=0.5"
   "kd_xu_rendered_bn_train --mode kd_xu --data ${X[*]} ${RENDERED[*]} --aux ${U[*]} --set model.freeze_encoder_bn=false"
 )
 source "$(dirname "$0")/rows.sh"
