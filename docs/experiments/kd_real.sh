@@ -6,7 +6,7 @@
 #   test = redkitchen frames 350-499 (eval_real.py), plus the shared NYU and TUM frames
 # Usage: bash docs/experiments/kd_real.sh [RUNS_DIR]. Environment: SHARED (../shared), RK (the redkitchen bag),
 # DEVICE (auto), ARCH (mobilenetv2_mff; mobilenetv2_fast for the real-time student), STEPS (2000), PARALLEL
-# (runs at once, 1), ONLY (row names to run; default all), EVAL (1: score the runs at the end),
+# (runs at once, 1), ONLY (row names to run; default all), SEED (0), EVAL (1: score the runs at the end),
 # KD (.venv/bin/depth-kd), PY (.venv/bin/python).
 # On 2 CPU cores a student takes about 2.4 s a step (mobilenetv2_fast: 1.1 s); every run resumes where it stopped
 # when started again. With PARALLEL > 1 on a CPU, set OMP_NUM_THREADS=1: torch's spinning OpenMP workers on
@@ -33,7 +33,7 @@ RENDERED=("$RUNS"/data/indoor_s{1,2})
 
 # Patient and consistent distillation: the teacher labels every augmented view at every step.
 COMMON=(--config training/configs/distill_fastdepth.yaml --arch "${ARCH:-mobilenetv2_mff}" --teacher "$SHARED/models/fastdepth/fast_depth_224_int8.tflite" --size 192x256 --batch-size 8 --lr 3e-4
-        --num-workers "${NUM_WORKERS:-2}" --steps "$STEPS" --device "${DEVICE:-auto}"
+        --num-workers "${NUM_WORKERS:-2}" --steps "$STEPS" --device "${DEVICE:-auto}" --set "run.seed=${SEED:-0}"
         --set "model.encoder_weights=$SHARED/models/imagenet/mobilenet_v2_imagenet.safetensors"
         --set model.freeze_encoder_bn=true --set distill.online_teacher=true --set optim.warmup_steps=200
         --set augment.scale_max=1.5 --set augment.flip=0.5 --set augment.colour=0.2
