@@ -162,6 +162,8 @@ def test_depth_topics_matched_by_stamp(tmp_path: Path, storage: str) -> None:
     # 16UC1 is 3 ms off: no exact match, a 5 ms tolerance finds it; require_depth drops the unmatched.
     assert all("depth" not in f for f in BagSource(bag, "/cam/image", depth_topic="/cam/depth_mm"))
     assert len(BagSource(bag, "/cam/image", depth_topic="/cam/depth_mm", require_depth=True)) == 0
+    with pytest.raises(ValueError, match="require_depth needs a depth_topic"):  # not an empty source
+        BagSource(bag, "/cam/image", require_depth=True)
     near = BagSource(bag, "/cam/image", depth_topic="/cam/depth_mm", depth_tolerance_s=0.005)
     frame = near.load(4)
     assert frame["depth"][5, 5] == pytest.approx(5.0) and np.isnan(frame["depth"][0, 1])

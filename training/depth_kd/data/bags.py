@@ -380,6 +380,8 @@ class BagSource:
             )
         if assumed_fx is not None and not assumed_fx > 0:
             raise ValueError(f"assumed_fx must be positive (pixels) or None, got {assumed_fx}")
+        if require_depth and depth_topic is None:  # would silently keep no frame at all
+            raise ValueError(f"{path}: require_depth needs a depth_topic (none given)")
         self.path = Path(path).expanduser().resolve() if Path(path).exists() else Path(path)
         self.source = str(self.path)
         self.selection = selection
