@@ -60,6 +60,8 @@ def test_tum_pairs_by_nearest_timestamp() -> None:
     assert stamps[0] == 1305031102_175304000 and stamps == sorted(stamps)
     assert all(0.3 < np.nanmin(f["depth"]) and np.nanmax(f["depth"]) < 10.0 for f in near)
     no_depth = ImageFolder(SHARED_DATA / "tum_rgbd", depth=None)
+    with pytest.raises(ValueError, match="require_depth needs depth"):  # not an empty folder
+        ImageFolder(SHARED_DATA / "tum_rgbd", depth=None, require_depth=True)
     assert no_depth.depth_folder is None and "depth" not in no_depth.load(0)
 
 

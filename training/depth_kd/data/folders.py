@@ -113,6 +113,8 @@ class ImageFolder:
         if stride < 1 or depth_scale <= 0 or (assumed_fx is not None and not assumed_fx > 0):
             raise ValueError(f"need stride >= 1, depth_scale > 0 and assumed_fx > 0 or None; got {stride}, "
                              f"{depth_scale}, {assumed_fx}")
+        if require_depth and depth is None:  # as BagSource: would silently keep no image at all
+            raise ValueError(f"{path}: require_depth needs depth (depth=None given)")
         self.folder = (path / "rgb" if (path / "rgb").is_dir() else path).resolve()
         self.source = str(self.folder)
         self.depth_scale = depth_scale
