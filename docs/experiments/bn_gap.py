@@ -16,31 +16,26 @@ four frames of each source over their G output.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 from pathlib import Path
 
 import cv2
 import numpy as np
-import safetensors
-import safetensors.torch
 import torch
 import torch.nn.functional as F
 
 from depth_kd.data.sources import open_source
 from depth_kd.datafree import teacher_statistics
 from depth_kd.teachers import MffTeacher
+from depth_kd.train_state import STATE_NAME, load_part
 from depth_kd.transform_net import TransformNet
 
 
 def load_g(run: Path) -> TransformNet:
-    """The G of a data-free run's last saved state (run/state.safetensors: its config in the metadata)."""
-    path = str(run / "state.safetensors")
-    with safetensors.safe_open(path, "pt") as f:
-        settings = json.loads(f.metadata()["state"])["config"]["datafree"]
-    g = TransformNet(settings["g_width"], settings["g_bound"])
-    state = safetensors.torch.load_file(path)
-    g.load_state_dict({k.removeprefix("g/model."): v for k, v in state.items() if k.startswith("g/model.")})
+    """The G of a data-free run's last saved state (run/state.safetensors)."""
+    config, weights = load_part(run / STATE_NAME, "g")
+    g = TransformNet(config["datafree"]["g_width"], config["datafree"]["g_bound"])
+    g.load_state_dict(weights)
     return g.eval()
 
 

@@ -26,8 +26,9 @@ from depth_kd.mixing import MixSettings, mix_objects, mix_rng
 from depth_kd.render.families import family_config
 from depth_kd.render.record import make_intrinsics, record_sequence
 from depth_kd.render.sequence import render_sequence
-from depth_kd.train_state import STATE_NAME, TrainStateError
+from depth_kd.train_state import STATE_NAME, TrainStateError, load_part
 from depth_kd.trainer import Trainer
+from depth_kd.transform_net import TransformNet
 from depth_kd_ros.checkpoint import IMAGENET_MEAN, IMAGENET_STD, ModelInfo, load_checkpoint, save_checkpoint
 from depth_kd_ros.inference import DepthEstimator
 from depth_kd_ros.models import build_model
@@ -307,6 +308,14 @@ def test_killed_and_resumed_datafree_run_ends_with_the_same_student_and_g(tmp_pa
     for name in a:  # student, its Adam moments, G and G's Adam moments
         assert torch.equal(a[name], b[name]), name
     assert float(a["g/model.residual.6.weight"].abs().sum()) > 0  # G trained (its last layer started at zero)
+
+    # Tools read G back without resuming the run (docs/experiments/bn_gap.py).
+    config, weights = load_part(whole.parent / STATE_NAME, "g")
+    g = TransformNet(config["datafree"]["g_width"], config["datafree"]["g_bound"])
+    g.load_state_dict(weights)  # strict: every tensor of G, nothing else
+    assert torch.equal(g.residual[6].weight, a["g/model.residual.6.weight"])
+    with pytest.raises(TrainStateError, match="no part 'critic'.*parts: g"):
+        load_part(whole.parent / STATE_NAME, "critic")
 
     with pytest.raises(TrainStateError, match="datafree.g_lr"):  # G's settings are part of what must not change
         run(datafree_config(tmp_path / "killed", inputs, **changes, datafree={"mix_prob": 1.0, "g_lr": 1e-2}))

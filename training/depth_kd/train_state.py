@@ -34,6 +34,9 @@ RESUMABLE_CHANGES = ("optim.steps", "run.eval_every", "run.checkpoint_every", "r
                      "run.device", "data.num_workers", "data.eval", "data.eval_max_frames")
 
 
+_HINT = "delete it, or start over with --no-resume / a new --out"
+
+
 class TrainStateError(ValueError):
     """A training-state file that cannot be resumed from; the message names the file."""
 
@@ -78,27 +81,42 @@ def save_train_state(path: Path, config: TrainConfig, model: nn.Module, optimize
 def load_train_state(path: Path, config: TrainConfig, model: nn.Module, optimizer: torch.optim.Optimizer,
                      parts: Parts | None = None) -> dict[str, Any]:
     """Restore model, optimiser and ``parts`` from ``path``; returns the JSON part. Raises TrainStateError."""
-    hint = "delete it, or start over with --no-resume / a new --out"
-    try:
-        with safetensors.safe_open(str(path), framework="pt") as f:
-            metadata = f.metadata() or {}
-        if metadata.get("format") != STATE_FORMAT:
-            raise ValueError(f"format tag {metadata.get('format')!r}, expected {STATE_FORMAT!r}")
-        meta = json.loads(metadata["state"])
-        tensors = safetensors.torch.load_file(str(path))
-    except (safetensors.SafetensorError, OSError, ValueError, KeyError) as err:
-        raise TrainStateError(f"{path}: corrupt or unreadable training state ({err}); {hint}") from err
+    meta, tensors = _read(path)
     changed = _config_changes(meta.get("config", {}), config.to_dict())
     if changed:
         raise TrainStateError(f"{path} was written with different settings ({'; '.join(changed)}); resume with "
-                              f"the same settings, or {hint}")
+                              f"the same settings, or {_HINT}")
     try:
         _restore("", tensors, meta, model, optimizer)
         for name, (part_model, part_optimizer) in (parts or {}).items():
             _restore(f"{name}/", tensors, meta.get("parts", {})[name], part_model, part_optimizer)
     except (RuntimeError, ValueError, KeyError) as err:
-        raise TrainStateError(f"{path}: does not fit this model/optimiser ({err}); {hint}") from err
+        raise TrainStateError(f"{path}: does not fit this model/optimiser ({err}); {_HINT}") from err
     return meta
+
+
+def load_part(path: Path, name: str) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """The run's config and the weights of its part ``name`` (e.g. the data-free mode's ``"g"``), for tools that
+    read a run's state without resuming it. Raises TrainStateError."""
+    meta, tensors = _read(path)
+    start = f"{name}/model."
+    weights = {n[len(start):]: t for n, t in tensors.items() if n.startswith(start)}
+    if not weights:
+        raise TrainStateError(f"{path}: no part {name!r} in this training state "
+                              f"(parts: {', '.join(meta.get('parts', {})) or 'none'})")
+    return meta["config"], weights
+
+
+def _read(path: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """The JSON part and the tensors of a state file; TrainStateError names the file when it is not one."""
+    try:
+        with safetensors.safe_open(str(path), framework="pt") as f:
+            metadata = f.metadata() or {}
+        if metadata.get("format") != STATE_FORMAT:
+            raise ValueError(f"format tag {metadata.get('format')!r}, expected {STATE_FORMAT!r}")
+        return json.loads(metadata["state"]), safetensors.torch.load_file(str(path))
+    except (safetensors.SafetensorError, OSError, ValueError, KeyError) as err:
+        raise TrainStateError(f"{path}: corrupt or unreadable training state ({err}); {_HINT}") from err
 
 
 def _tensors(prefix: str, model: nn.Module, optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor],
