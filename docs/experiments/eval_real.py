@@ -7,7 +7,8 @@ Every model sees whole frames and is scored against the sensor's depth (0.1-10 m
 students through the node's own path (:class:`~depth_kd_ros.inference.DepthEstimator`: resize to the
 processing size, rescale by fx_camera / fx_model), the teacher through its resize protocol (whole frame to
 224x224 and back) with the same focal-length rule. ``d1 (med)`` first scales each frame's prediction by
-median(gt) / median(prediction): how good the shape is, whatever the scale. ``CPU ms``: one predict on a
+median(gt) / median(prediction): how good the shape is, whatever the scale (``--json`` also has each set's
+``scale``, the geometric mean of median(prediction) / median(gt)). ``CPU ms``: one predict on a
 640x480 frame here (torch's default threads; the teacher: ai-edge-litert, 2 threads), median of 20.
 """
 
@@ -81,18 +82,21 @@ def test_sets(shared: Path) -> dict[str, Callable[[], Iterator[dict]]]:
 
 
 def score(predict: Predict, frames: Iterator[dict]) -> dict[str, float]:
-    """AbsRel, RMSE, d1 and median-scaled d1, pooled over every valid pixel of ``frames``."""
+    """AbsRel, RMSE, d1 and median-scaled d1, pooled over every valid pixel of ``frames``; ``scale``: the
+    geometric mean over frames of median(prediction) / median(gt) (above 1: too far)."""
     metric, shape = DepthMetricAccumulator(MIN_DEPTH, MAX_DEPTH), DepthMetricAccumulator(MIN_DEPTH, MAX_DEPTH)
-    count = 0
+    log_ratios = []
     for frame in frames:
         gt = torch.from_numpy(frame["depth"])
         pred = torch.from_numpy(predict(frame["rgb"], frame["fx"]))
         metric.update(pred, gt)
         valid = torch.isfinite(gt) & (gt > MIN_DEPTH) & (gt <= MAX_DEPTH) & torch.isfinite(pred) & (pred > 0)
-        shape.update(pred * gt[valid].median() / pred[valid].median(), gt)
-        count += 1
+        ratio = pred[valid].median() / gt[valid].median()
+        shape.update(pred / ratio, gt)
+        log_ratios.append(math.log(ratio))
     m, s = metric.compute(), shape.compute()
-    return {"abs_rel": m["abs_rel"], "rmse": m["rmse"], "d1": m["d1"], "d1_median": s["d1"], "frames": count}
+    return {"abs_rel": m["abs_rel"], "rmse": m["rmse"], "d1": m["d1"], "d1_median": s["d1"],
+            "scale": math.exp(statistics.fmean(log_ratios)), "frames": len(log_ratios)}
 
 
 def student(path: Path) -> tuple[Predict, dict]:
