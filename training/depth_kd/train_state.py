@@ -99,8 +99,7 @@ def load_part(path: Path, name: str) -> tuple[dict[str, Any], dict[str, torch.Te
     """The run's config and the weights of its part ``name`` (e.g. the data-free mode's ``"g"``), for tools that
     read a run's state without resuming it. Raises TrainStateError."""
     meta, tensors = _read(path)
-    start = f"{name}/model."
-    weights = {n[len(start):]: t for n, t in tensors.items() if n.startswith(start)}
+    weights = _model_weights(f"{name}/", tensors)
     if not weights:
         raise TrainStateError(f"{path}: no part {name!r} in this training state "
                               f"(parts: {', '.join(meta.get('parts', {})) or 'none'})")
@@ -134,6 +133,12 @@ def _tensors(prefix: str, model: nn.Module, optimizer: torch.optim.Optimizer) ->
     return tensors, {"param_groups": optim["param_groups"], "optim_scalars": scalars}
 
 
+def _model_weights(prefix: str, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The model state dict that :func:`_tensors` saved under ``prefix``."""
+    start = f"{prefix}model."
+    return {n[len(start):]: t for n, t in tensors.items() if n.startswith(start)}
+
+
 def _restore(prefix: str, tensors: dict[str, torch.Tensor], meta: dict[str, Any], model: nn.Module,
              optimizer: torch.optim.Optimizer) -> None:
     """Load what :func:`_tensors` saved under ``prefix`` into ``model`` and ``optimizer``."""
@@ -145,8 +150,7 @@ def _restore(prefix: str, tensors: dict[str, torch.Tensor], meta: dict[str, Any]
     for name, value in meta["optim_scalars"].items():
         pid, key = name.split(".", 1)
         state.setdefault(int(pid), {})[key] = value
-    start = f"{prefix}model."
-    model.load_state_dict({n[len(start):]: t for n, t in tensors.items() if n.startswith(start)})
+    model.load_state_dict(_model_weights(prefix, tensors))
     optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
 
 
