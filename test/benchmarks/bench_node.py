@@ -36,6 +36,7 @@ os.environ.setdefault("FASTRTPS_DEFAULT_PROFILES_FILE", str(REPO / "config" / "f
 sys.path.insert(0, str(REPO / "test"))
 
 import numpy as np  # noqa: E402
+from frames import FX, HEIGHT, SHARED, WIDTH, latencies, real_frame  # noqa: E402
 
 from depth_kd.export import export_int8, export_onnx  # noqa: E402
 from depth_kd_ros.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
@@ -44,31 +45,8 @@ from depth_kd_ros.node import DEFAULT_WEIGHTS  # noqa: E402
 from depth_kd_ros.params import NodeParams  # noqa: E402
 from depth_kd_ros.pointcloud import depth_to_cloud  # noqa: E402
 
-WIDTH, HEIGHT, FX = 640, 480, 525.0
-SHARED = REPO.parent / "shared"
 CALIBRATION = f"{SHARED}/data/real/bags/redkitchen_7scenes#frames=0:150"
 FASTDEPTH = SHARED / "models" / "fastdepth" / "fast_depth_224_int8.tflite"
-
-
-def latencies(fn, repeats: int) -> np.ndarray:
-    """Seconds per call, `repeats` calls after two warm-up calls."""
-    fn(), fn()
-    samples = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        samples.append(time.perf_counter() - start)
-    return np.asarray(samples)
-
-
-def real_frame() -> np.ndarray:
-    """A 640x480 frame of the shared NYU set if present (content matters little for timing), else noise."""
-    import cv2
-
-    frames = sorted((SHARED / "data" / "real" / "nyu_v2" / "rgb").glob("*.jpg"))
-    if frames:
-        return cv2.resize(cv2.cvtColor(cv2.imread(str(frames[0])), cv2.COLOR_BGR2RGB), (WIDTH, HEIGHT))
-    return np.random.default_rng(0).integers(0, 255, (HEIGHT, WIDTH, 3), dtype=np.uint8)
 
 
 def build_variants(checkpoint: Path, sizes: list[tuple[int, int]], tmp: Path) -> dict[tuple[str, tuple], Path]:

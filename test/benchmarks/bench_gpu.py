@@ -1,0 +1,121 @@
+"""GPU figures for depth_node's backends, each against torch float32 on the same GPU in the same run.
+
+    python3 test/benchmarks/bench_gpu.py [--model CKPT.safetensors] [--onnx MODEL.onnx] [--repeats 200]
+
+(the shipped .onnx is int8 for CPUs; TensorRT's fp16 wants the float32 export: `depth-kd export --model CKPT
+--onnx MODEL.onnx`, done here when --onnx is not given.)
+
+Rows, each skipped with its reason where this machine lacks it:
+- torch fp32 and fp16 on CUDA;
+- ONNX Runtime with TensorRT, fp16: the engine is built on the first session and cached on disk
+  (engine_cache_dir), so the row's start-up is printed twice, built and from the cache;
+- ONNX Runtime with CUDA, fp32.
+Per row: predict at 640x480 input (resizes included, median of --repeats), frames/s, ratio to torch fp32 on the
+GPU, start-up (session + first frame), and agreement with torch fp32 on the CPU on a real frame (median and p99
+of |relative difference| over the pixels). Given --onnx it imports neither rclpy nor the training package, so it
+runs from a bare checkout on a GPU machine that has torch (and onnxruntime-gpu with TensorRT for those rows).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from frames import FX, REPO, latencies, real_frame  # noqa: E402
+
+from depth_kd_ros.backends.onnxruntime_backend import CUDA, TENSORRT  # noqa: E402
+from depth_kd_ros.inference import DepthEstimator  # noqa: E402
+
+WEIGHTS = REPO / "depth_kd_ros" / "weights"
+
+
+def agreement(depth: np.ndarray, reference: np.ndarray) -> tuple[float, float]:
+    """Median and p99 of |depth - reference| / reference over the pixels both call valid."""
+    valid = np.isfinite(depth) & np.isfinite(reference)
+    rel = np.abs(depth[valid] - reference[valid]) / reference[valid]
+    return float(np.median(rel)), float(np.percentile(rel, 99))
+
+
+def rows(args: argparse.Namespace) -> list[tuple[str, Path, bool]]:
+    """(name, model file, fp16) for each configuration this machine can run; prints why the others are skipped."""
+    import onnxruntime as ort
+    import torch
+
+    found = []
+    if torch.cuda.is_available():
+        found += [("torch fp32", args.model, False), ("torch fp16", args.model, True)]
+    else:
+        print(f"torch rows: skipped (torch {torch.__version__} sees no CUDA device)")
+    providers = ort.get_available_providers()
+    if {TENSORRT, CUDA} & set(providers) and args.onnx is None:
+        from depth_kd.export import export_onnx
+
+        args.onnx = Path(tempfile.mkdtemp()) / f"{args.model.stem}.onnx"
+        export_onnx(args.model, args.onnx)
+    for provider, name, fp16 in [(TENSORRT, "onnxruntime TensorRT fp16", True), (CUDA, "onnxruntime CUDA fp32", False)]:
+        if provider in providers:
+            found.append((name, args.onnx, fp16))
+        else:
+            print(f"{name}: skipped (onnxruntime {ort.__version__} has {', '.join(providers)})")
+    return found
+
+
+def measure(configurations: list[tuple[str, Path, bool]], rgb: np.ndarray, reference: np.ndarray, repeats: int,
+            device: str = "cuda") -> dict[str, tuple[float, list[float], tuple[float, float]]]:
+    """{name: (median predict seconds, start-up seconds (built, cached for TensorRT), agreement)}."""
+    results = {}
+    with tempfile.TemporaryDirectory() as cache:
+        os.environ["DEPTH_KD_ROS_CACHE"] = cache  # a fresh engine cache: the first TensorRT start-up builds
+        for name, path, fp16 in configurations:
+            starts = []
+            for _ in range(2 if name.startswith("onnxruntime TensorRT") else 1):
+                started = time.perf_counter()
+                estimator = DepthEstimator(path, device=device, fp16=fp16)
+                depth = estimator.predict(rgb, fx=FX)
+                starts.append(time.perf_counter() - started)
+            ms = float(np.median(latencies(lambda e=estimator: e.predict(rgb, fx=FX), repeats)))
+            results[name] = ms, starts, agreement(depth, reference)
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", type=Path, default=WEIGHTS / "student_default.safetensors",
+                        help="student checkpoint for the torch rows")
+    parser.add_argument("--onnx", type=Path, help="the same model as float32 ONNX for the ONNX Runtime rows "
+                        "(default: exported here from --model, which needs the training package)")
+    parser.add_argument("--repeats", type=int, default=200, help="repeats for each predict timing")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    configurations = rows(args)
+    if not configurations:
+        print("nothing to measure on this machine")
+        return
+    rgb = real_frame()
+    reference = DepthEstimator(args.model, device="cpu").predict(rgb, fx=FX)
+    print(f"\nGPU predict at {rgb.shape[1]}x{rgb.shape[0]} input (resizes included), model {args.model.name}, "
+          f"median of {args.repeats}; agreement: |relative difference| to torch fp32 on the CPU")
+    print(f"{'backend':28s} {'ms':>7s} {'frames/s':>9s} {'vs torch fp32':>14s} {'start-up s':>11s} "
+          f"{'median rel':>11s} {'p99 rel':>8s}")
+    results = measure(configurations, rgb, reference, args.repeats)
+    base = results.get("torch fp32", (None,))[0]
+    for name, (ms, starts, (median_rel, p99_rel)) in results.items():
+        ratio = f"{ms / base:14.3f}" if base else f"{'-':>14s}"
+        start_up = " / ".join(f"{s:.1f}" for s in starts)
+        print(f"{name:28s} {ms * 1e3:7.2f} {1 / ms:9.1f} {ratio} {start_up:>11s} {median_rel:11.4f} {p99_rel:8.4f}")
+    if any(n.startswith("onnxruntime TensorRT") for n, _, _ in configurations):
+        print("(TensorRT start-up: engine built / loaded from the on-disk cache)")
+    print("(the first row's start-up includes CUDA's own initialisation)")
+
+
+if __name__ == "__main__":
+    main()
