@@ -70,8 +70,9 @@ def rows(args: argparse.Namespace) -> list[tuple[str, Path, bool]]:
 
 
 def measure(configurations: list[tuple[str, Path, bool]], rgb: np.ndarray, reference: np.ndarray, repeats: int,
-            device: str = "cuda") -> dict[str, tuple[float, list[float], tuple[float, float]]]:
-    """{name: (median predict seconds, start-up seconds (built, cached for TensorRT), agreement)}."""
+            device: str = "cuda") -> dict[str, tuple[float, list[float], tuple[float, float], str]]:
+    """{name: (median predict seconds, start-up seconds (built, cached for TensorRT), agreement, where it ran)}.
+    A provider that cannot start falls back (with the backend's warning); "where it ran" shows it."""
     results = {}
     with tempfile.TemporaryDirectory() as cache:
         os.environ["DEPTH_KD_ROS_CACHE"] = cache  # a fresh engine cache: the first TensorRT start-up builds
@@ -83,7 +84,7 @@ def measure(configurations: list[tuple[str, Path, bool]], rgb: np.ndarray, refer
                 depth = estimator.predict(rgb, fx=FX)
                 starts.append(time.perf_counter() - started)
             ms = float(np.median(latencies(lambda e=estimator: e.predict(rgb, fx=FX), repeats)))
-            results[name] = ms, starts, agreement(depth, reference)
+            results[name] = ms, starts, agreement(depth, reference), estimator.device
     return results
 
 
@@ -105,13 +106,14 @@ def main() -> None:
     print(f"\nGPU predict at {rgb.shape[1]}x{rgb.shape[0]} input (resizes included), model {args.model.name}, "
           f"median of {args.repeats}; agreement: |relative difference| to torch fp32 on the CPU")
     print(f"{'backend':28s} {'ms':>7s} {'frames/s':>9s} {'vs torch fp32':>14s} {'start-up s':>11s} "
-          f"{'median rel':>11s} {'p99 rel':>8s}")
+          f"{'median rel':>11s} {'p99 rel':>8s}  ran on")
     results = measure(configurations, rgb, reference, args.repeats)
     base = results.get("torch fp32", (None,))[0]
-    for name, (ms, starts, (median_rel, p99_rel)) in results.items():
+    for name, (ms, starts, (median_rel, p99_rel), ran_on) in results.items():
         ratio = f"{ms / base:14.3f}" if base else f"{'-':>14s}"
         start_up = " / ".join(f"{s:.1f}" for s in starts)
-        print(f"{name:28s} {ms * 1e3:7.2f} {1 / ms:9.1f} {ratio} {start_up:>11s} {median_rel:11.4f} {p99_rel:8.4f}")
+        print(f"{name:28s} {ms * 1e3:7.2f} {1 / ms:9.1f} {ratio} {start_up:>11s} {median_rel:11.4f} {p99_rel:8.4f}  "
+              f"{ran_on}")
     if any(n.startswith("onnxruntime TensorRT") for n, _, _ in configurations):
         print("(TensorRT start-up: engine built / loaded from the on-disk cache)")
     print("(the first row's start-up includes CUDA's own initialisation)")
