@@ -45,8 +45,9 @@ def agreement(depth: np.ndarray, reference: np.ndarray) -> tuple[float, float]:
     return float(np.median(rel)), float(np.percentile(rel, 99))
 
 
-def rows(args: argparse.Namespace) -> list[tuple[str, Path, bool]]:
-    """(name, model file, fp16) for each configuration this machine can run; prints why the others are skipped."""
+def rows(args: argparse.Namespace, tmp: Path) -> list[tuple[str, Path, bool]]:
+    """(name, model file, fp16) for each configuration this machine can run; prints why the others are skipped.
+    Without --onnx, the float32 export for ONNX Runtime's GPU providers is written into ``tmp``."""
     import onnxruntime as ort
     import torch
 
@@ -59,7 +60,7 @@ def rows(args: argparse.Namespace) -> list[tuple[str, Path, bool]]:
     if {TENSORRT, CUDA} & set(providers) and args.onnx is None:
         from depth_kd.export import export_onnx
 
-        args.onnx = Path(tempfile.mkdtemp()) / f"{args.model.stem}.onnx"
+        args.onnx = tmp / f"{args.model.stem}.onnx"
         export_onnx(args.model, args.onnx)
     for provider, name, fp16 in [(TENSORRT, "onnxruntime TensorRT fp16", True), (CUDA, "onnxruntime CUDA fp32", False)]:
         if provider in providers:
@@ -97,7 +98,12 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=200, help="repeats for each predict timing")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
-    configurations = rows(args)
+    with tempfile.TemporaryDirectory() as tmp:
+        report(args, rows(args, Path(tmp)))
+
+
+def report(args: argparse.Namespace, configurations: list[tuple[str, Path, bool]]) -> None:
+    """Measure ``configurations`` and print the table."""
     if not configurations:
         print("nothing to measure on this machine")
         return
