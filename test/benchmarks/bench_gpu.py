@@ -57,14 +57,15 @@ def rows(args: argparse.Namespace, tmp: Path) -> list[tuple[str, Path, bool]]:
     else:
         print(f"torch rows: skipped (torch {torch.__version__} sees no CUDA device)")
     providers = ort.get_available_providers()
-    if {TENSORRT, CUDA} & set(providers) and args.onnx is None:
+    onnx = args.onnx
+    if {TENSORRT, CUDA} & set(providers) and onnx is None:
         from depth_kd.export import export_onnx
 
-        args.onnx = tmp / f"{args.model.stem}.onnx"
-        export_onnx(args.model, args.onnx)
+        onnx = tmp / f"{args.model.stem}.onnx"
+        export_onnx(args.model, onnx)
     for provider, name, fp16 in [(TENSORRT, "onnxruntime TensorRT fp16", True), (CUDA, "onnxruntime CUDA fp32", False)]:
         if provider in providers:
-            found.append((name, args.onnx, fp16))
+            found.append((name, onnx, fp16))
         else:
             print(f"{name}: skipped (onnxruntime {ort.__version__} has {', '.join(providers)})")
     return found
@@ -73,7 +74,8 @@ def rows(args: argparse.Namespace, tmp: Path) -> list[tuple[str, Path, bool]]:
 def measure(configurations: list[tuple[str, Path, bool]], rgb: np.ndarray, reference: np.ndarray, repeats: int,
             device: str = "cuda") -> dict[str, tuple[float, list[float], tuple[float, float], str]]:
     """{name: (median predict seconds, start-up seconds (built, cached for TensorRT), agreement, where it ran)}.
-    A provider that cannot start falls back (with the backend's warning); "where it ran" shows it."""
+    A provider that cannot start falls back (with the backend's warning); "where it ran" shows it. ``device="cpu"``
+    runs this loop without a GPU, to check the script itself."""
     results = {}
     with tempfile.TemporaryDirectory() as cache:
         os.environ["DEPTH_KD_ROS_CACHE"] = cache  # a fresh engine cache: the first TensorRT start-up builds
