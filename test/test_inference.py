@@ -264,19 +264,22 @@ DEFAULT_WEIGHTS = REPO_ROOT / "depth_kd_ros" / "weights"
 
 
 @pytest.mark.skipif(not (SHARED_DATA / "nyu_v2" / "rgb").is_dir(), reason="needs ../shared/data/real")
-def test_default_onnx_matches_torch_on_real_frames():
-    """The shipped ONNX model (int8, calibrated on real frames) and the shipped checkpoint (float16 weights)
-    are the same network: same ModelInfo, depth within 5% of each other on average on real frames, no pixel
-    off by more than half (int8 vs fp32 on the redkitchen test frames: 2.6% mean, docs/kd_real.md)."""
+@pytest.mark.parametrize(("name", "mean", "most"), [("student_default.onnx", 0.05, 0.5),
+                                                    ("student_default_fp32.onnx", 1e-4, 1e-3)])
+def test_default_onnx_matches_torch_on_real_frames(name, mean, most):
+    """The shipped ONNX models and the shipped checkpoint (float16 weights, computed in float32) are the same
+    network: same ModelInfo; on real frames the int8 model's depth within 5% of torch's on average, no pixel off
+    by more than half (int8 vs fp32 on the redkitchen test frames: 1.0% mean), the float32 model's the same up to
+    rounding."""
     import cv2
 
     frames = sorted((SHARED_DATA / "nyu_v2" / "rgb").iterdir())[:3]
     assert frames
-    onnx_est = DepthEstimator(DEFAULT_WEIGHTS / "student_default.onnx", device="cpu")
+    onnx_est = DepthEstimator(DEFAULT_WEIGHTS / name, device="cpu")
     torch_est = DepthEstimator(DEFAULT_WEIGHTS / "student_default.safetensors", device="cpu")
     assert onnx_est.info == torch_est.info
     for frame in frames:
         rgb = cv2.cvtColor(cv2.imread(str(frame)), cv2.COLOR_BGR2RGB)
         a, b = onnx_est.predict(rgb, fx=518.0), torch_est.predict(rgb, fx=518.0)
         relative = np.abs(a - b) / b
-        assert relative.mean() < 0.05 and relative.max() < 0.5, (frame.name, relative.mean(), relative.max())
+        assert relative.mean() < mean and relative.max() < most, (frame.name, relative.mean(), relative.max())

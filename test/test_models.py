@@ -3,6 +3,7 @@ import pytest
 import torch
 
 from depth_kd_ros.models import ARCHITECTURES, UnknownArchitectureError, build_model
+from depth_kd_ros.models.mff import OneChannelConv2d
 
 
 def n_params(model: torch.nn.Module) -> int:
@@ -96,6 +97,21 @@ def test_bad_config_key_names_the_architecture():
 def test_even_kernel_size_is_rejected():
     with pytest.raises(ValueError, match="odd"):
         build_model("mobilenetv2_mff", {"kernel_size": 4})
+
+
+def test_one_channel_conv_is_a_conv2d_computed_depthwise():
+    torch.manual_seed(0)
+    head = OneChannelConv2d(16, 5)
+    plain = torch.nn.Conv2d(16, 1, 5, padding=2)
+    plain.load_state_dict(head.state_dict())  # same keys and shapes: old checkpoints load unchanged
+    x = torch.randn(2, 16, 12, 20, requires_grad=True)
+    ours, theirs = head(x), plain(x)
+    assert ours.shape == (2, 1, 12, 20)
+    torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-5)
+    grad_x, grad_w = torch.autograd.grad(ours.square().sum(), (x, head.weight))
+    expected_x, expected_w = torch.autograd.grad(theirs.square().sum(), (x, plain.weight))
+    torch.testing.assert_close(grad_x, expected_x, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(grad_w, expected_w, rtol=1e-4, atol=1e-4)
 
 
 def gmacs(model: torch.nn.Module, height: int, width: int) -> float:

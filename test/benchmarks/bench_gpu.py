@@ -2,8 +2,9 @@
 
     python3 test/benchmarks/bench_gpu.py [--model CKPT.safetensors] [--onnx MODEL.onnx] [--repeats 200]
 
-(the shipped .onnx is int8 for CPUs; TensorRT's fp16 wants the float32 export: `depth-kd export --model CKPT
---onnx MODEL.onnx`, done here when --onnx is not given.)
+(TensorRT's fp16 wants a float32 ONNX model, not the int8 one: for the default weights that is the shipped
+depth_kd_ros/weights/student_default_fp32.onnx; for another checkpoint `depth-kd export --model CKPT --onnx
+MODEL.onnx`, done here when --onnx is not given.)
 
 Rows, each skipped with its reason where this machine lacks it:
 - torch fp32 and fp16 on CUDA;

@@ -25,6 +25,7 @@ from depth_kd.export import (
     export_fp16,
     export_int8,
     export_onnx,
+    float_conv_names,
     int8_accuracy,
     onnx_model_info,
     spread,
@@ -67,6 +68,16 @@ def test_onnx_matches_the_node_inference_and_carries_the_model_info(tmp_path, ch
     onnx_depth = session.run(None, {"image": image.transpose(2, 0, 1)[None]})[0][0, 0]
     node_depth = DepthEstimator(path, device="cpu").predict(rgb)
     np.testing.assert_allclose(np.clip(onnx_depth, 0.1, 10.0), node_depth, atol=1e-4)
+
+
+def test_int8_keeps_the_stem_and_the_output_layer_float(tmp_path, checkpoint):
+    path, _ = checkpoint
+    export_onnx(path, tmp_path / "m.onnx")
+    convs = [node.name for node in onnx.load(str(tmp_path / "m.onnx")).graph.node if node.op_type == "Conv"]
+    head = [name for name in convs if name.startswith("/decoder/refine/refine.1/")]
+    assert len(head) == 2 and head == convs[-2:]  # OneChannelConv2d: depthwise, then the sum over channels
+    assert float_conv_names(onnx.load(str(tmp_path / "m.onnx"))) == convs[:FLOAT_CONVS] + head
+    assert float_conv_names(onnx.load(str(tmp_path / "m.onnx")), 0) == head
 
 
 def test_dynamic_batch(tmp_path, checkpoint):
@@ -187,14 +198,18 @@ def test_int8_loads_like_any_export_with_per_channel_qdq(lively_checkpoint, int8
     weights = {i.name: onnx.numpy_helper.to_array(i) for i in proto.graph.initializer}
     made_by = {out: node for node in proto.graph.node for out in node.output}
     convs = [node for node in proto.graph.node if node.op_type == "Conv"]
-    for conv in convs[:FLOAT_CONVS]:  # the stem stays float
+    head = [c for c in convs if c.name.startswith("/decoder/head/")]  # mobilenetv2_fast's output layer
+    assert len(head) == 1
+    floats = convs[:FLOAT_CONVS] + head  # the stem and the output layer stay float
+    for conv in floats:
         assert conv.input[1] not in made_by and weights[conv.input[1]].dtype == np.float32, conv.name
-    for conv in convs[FLOAT_CONVS:]:  # every other conv weight is int8 with one scale per output channel
+    quantised = [c for c in convs if c not in floats]
+    for conv in quantised:  # every other conv weight is int8 with one scale per output channel
         dq = made_by[conv.input[1]]
         assert dq.op_type == "DequantizeLinear", conv.name
         weight, scale = weights[dq.input[0]], weights[dq.input[1]]
         assert weight.dtype == np.int8 and scale.shape == (weight.shape[0],), conv.name
-    assert len(convs) > 20 and sum(weights[made_by[c.input[1]].input[1]].size > 1 for c in convs[FLOAT_CONVS:]) > 20
+    assert len(quantised) > 20 and sum(weights[made_by[c.input[1]].input[1]].size > 1 for c in quantised) > 20
 
 
 def test_int8_agrees_with_fp32_on_textured_frames(int8_model):

@@ -188,6 +188,21 @@ def _chunk(frames: int) -> int:
     return max(d for d in range(1, min(frames, _CALIBRATION_CHUNK) + 1) if frames % d == 0)
 
 
+def float_conv_names(proto: onnx.ModelProto, first: int = FLOAT_CONVS) -> list[str]:
+    """The convolutions ``export_int8`` keeps float: the first ``first`` (the stem, see config.FLOAT_CONVS) and
+    those of the output layer (the module of the last one, e.g. ``/decoder/refine/refine.1``).
+
+    The output layer: the MFF head computes its one channel as per-channel products summed over 64 channels
+    (models.mff.OneChannelConv2d); quantising the products moved the default student's output 4.5% from
+    float32 on real frames, 1.0% with them float, at no measured cost in speed.
+    """
+    convs = [node.name for node in proto.graph.node if node.op_type == "Conv"]
+    if not convs:
+        return []
+    head = convs[-1].rsplit("/", 1)[0] + "/"  # the exporter names nodes by module path: /decoder/head/Conv
+    return convs[:first] + [name for name in convs[first:] if name.startswith(head) or name == convs[-1]]
+
+
 def export_int8(checkpoint: str | Path, out: str | Path, calibration: Sequence[str], frames: int = 64, *,
                 image_topic: str | None = DEFAULT_IMAGE_TOPIC, opset: int = DEFAULT_OPSET,
                 tolerance: float = 1e-3, fp32_out: str | Path | None = None,
@@ -220,11 +235,10 @@ def export_int8(checkpoint: str | Path, out: str | Path, calibration: Sequence[s
         if not len(reader):
             raise DataError(f"calibration data: no frames in {', '.join(calibration)}")
         quantised = Path(tmp) / "int8.onnx"
-        convs = [node.name for node in onnx.load(str(prepared)).graph.node if node.op_type == "Conv"]
         quantize_static(str(prepared), str(quantised), reader, quant_format=QuantFormat.QDQ, per_channel=True,
                         # U8S8 (ORT's CPU advice): as fast as S8S8 here (AVX2), closer to fp32 than 7-bit reduce_range
                         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                        nodes_to_exclude=convs[:float_convs],  # the stem stays float (config.FLOAT_CONVS)
+                        nodes_to_exclude=float_conv_names(onnx.load(str(prepared)), float_convs),
                         extra_options={"CalibStridedMinMax": _chunk(len(reader))})
         _save_with_metadata(quantised, proto, out)
     logger.info("%s: int8 QDQ model calibrated on %d frames", out, len(reader))

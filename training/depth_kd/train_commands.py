@@ -151,7 +151,7 @@ def add_train_commands(subparsers: argparse._SubParsersAction) -> None:
                    help="calibrate on at most N frames, spread evenly over the calibration data (default 64)")
     p.add_argument("--float-convs", type=int, default=FLOAT_CONVS, metavar="N",
                    help="keep the first N convolutions (the stem, on the full-resolution image) in float32 "
-                   "(default %(default)s; 0: quantise every one)")
+                   "(default %(default)s; 0: quantise all but the output layer, which always stays float)")
     p.add_argument("--eval-data", nargs="+", metavar="BAG", help="bags or image folders with depth to measure the "
                    "int8 model's AbsRel against float32 on (default: the calibration frames that have depth; "
                    f"at most {INT8_COMPARE_FRAMES} frames, spread evenly)")
