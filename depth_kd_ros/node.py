@@ -35,8 +35,9 @@ from depth_kd_ros.serialized import cdr_stamp_ns
 from depth_kd_ros.stats import FrameStats
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
-DEFAULT_WEIGHTS = {"onnxruntime": WEIGHTS_DIR / "student_default.onnx",
+DEFAULT_WEIGHTS = {"onnxruntime": WEIGHTS_DIR / "student_default.onnx",  # int8, for CPUs
                    "torch": WEIGHTS_DIR / "student_default.safetensors"}
+DEFAULT_GPU_ONNX = WEIGHTS_DIR / "student_default_fp32.onnx"  # TensorRT builds its fp16 engine from a float graph
 DDS_PROFILE = "fastdds.xml"  # in config/: a shared-memory segment large enough for whole camera frames
 BAD_INPUT_LOG_PERIOD_S = 5.0  # per kind of problem; the rest are counted, and the next log line says how many
 LOG_QUOTE_CHARS = 300  # a log line quotes at most this much of a problem's description
@@ -86,7 +87,7 @@ class DepthNodeCore:
         """Check the parameters, load and warm up the model, create the publishers. Raises ValueError or the
         model's load error, saying why; the model and publishers stay unset then."""
         validate(self.params)
-        model_path = self.params.model_path or default_model(self.params.backend)
+        model_path = self.params.model_path or default_model(self.params.backend, self.params.device)
         estimator = DepthEstimator(model_path, device=self.params.device, fp16=self.params.fp16,
                                    backend=self.params.backend, threads=self.params.threads)
         depth_limits(self.params, (estimator.info.min_depth, estimator.info.max_depth))  # start-up values
@@ -342,16 +343,23 @@ class DepthNode(DepthNodeCore, Node):
         self.activate()
 
 
-def default_model(backend: str) -> Path:
-    """The package's weights for ``backend``; ``auto`` prefers ONNX Runtime (faster on CPU, no torch needed)."""
+def default_model(backend: str, device: str = "auto", providers: list[str] | None = None) -> Path:
+    """The package's weights for ``backend`` and ``device``. ``auto`` prefers ONNX Runtime (faster on CPU, no
+    torch needed); ONNX Runtime gets the int8 model on the CPU and the float32 one where a GPU provider may run
+    it (``providers``: ONNX Runtime's available ones, asked when None)."""
     if backend == "auto":
         try:
             import onnxruntime  # noqa: F401
         except ImportError:
-            backend = "torch"
-        else:
-            backend = "onnxruntime"
-    return DEFAULT_WEIGHTS[backend]
+            return DEFAULT_WEIGHTS["torch"]
+        backend = "onnxruntime"
+    if backend != "onnxruntime" or device == "cpu":
+        return DEFAULT_WEIGHTS[backend]
+    import onnxruntime
+
+    from depth_kd_ros.backends.onnxruntime_backend import CUDA, TENSORRT
+    available = onnxruntime.get_available_providers() if providers is None else providers
+    return DEFAULT_GPU_ONNX if {CUDA, TENSORRT} & set(available) else DEFAULT_WEIGHTS["onnxruntime"]
 
 
 def shipped_dds_profile() -> Path | None:

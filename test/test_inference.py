@@ -263,6 +263,24 @@ def test_resolve_device_explicit_cuda_without_cuda_fails_clearly(spec):
 DEFAULT_WEIGHTS = REPO_ROOT / "depth_kd_ros" / "weights"
 
 
+def test_default_model_is_int8_on_the_cpu_and_float32_where_a_gpu_provider_may_run_it():
+    from depth_kd_ros.node import default_model
+
+    cpu_only, cuda = ["CPUExecutionProvider"], ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    tensorrt = ["TensorrtExecutionProvider", *cuda]
+    picks = {(backend, device, tuple(providers)): default_model(backend, device, providers).name
+             for backend in ("auto", "onnxruntime", "torch") for device in ("auto", "cpu", "cuda:1")
+             for providers in (cpu_only, cuda, tensorrt)}
+    for (backend, device, providers), name in picks.items():
+        if backend == "torch":
+            assert name == "student_default.safetensors"
+        elif device == "cpu" or providers == tuple(cpu_only):
+            assert name == "student_default.onnx", (device, providers)
+        else:
+            assert name == "student_default_fp32.onnx", (device, providers)
+    assert (DEFAULT_WEIGHTS / "student_default_fp32.onnx").is_file()
+
+
 @pytest.mark.skipif(not (SHARED_DATA / "nyu_v2" / "rgb").is_dir(), reason="needs ../shared/data/real")
 @pytest.mark.parametrize(("name", "mean", "most"), [("student_default.onnx", 0.05, 0.5),
                                                     ("student_default_fp32.onnx", 1e-4, 1e-3)])

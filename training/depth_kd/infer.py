@@ -272,7 +272,7 @@ def infer_bag(spec: str, out: str | Path, params: NodeParams | None = None, *, p
             depth_topic = _pick_metric_depth_topic(path, topics, metric_depth_topic)
             compressed_depth = ros2_type_name(topics[depth_topic][0]) == COMPRESSED_IMAGE
             params = replace(params, metric_depth_transport="compressedDepth" if compressed_depth else "raw")
-        model = params.model_path or default_model(params.backend)
+        model = params.model_path or default_model(params.backend, params.device)
         try:
             estimator = DepthEstimator(model, device=params.device, fp16=params.fp16, backend=params.backend,
                                        threads=params.threads)
