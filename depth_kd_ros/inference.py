@@ -28,11 +28,15 @@ def to_network_input(rgb: np.ndarray, info: ModelInfo) -> np.ndarray:
     if rgb.shape[1::-1] != size:
         shrink = rgb.shape[1] > size[0] and rgb.shape[0] > size[1]
         rgb = cv2.resize(rgb, size, interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
-    # One fused pass: (x / 255 - mean) / std == x * a + b per channel.
+    # (x / 255 - mean) / std == x * a + b, written plane by plane into the network's layout: 6x faster than
+    # broadcasting over H x W x 3 and transposing (docs/experiments/profile_outputs.py).
     scale = (1.0 / (255.0 * np.asarray(info.std, np.float32))).astype(np.float32)
     offset = (-np.asarray(info.mean, np.float32) / np.asarray(info.std, np.float32)).astype(np.float32)
-    x = rgb.astype(np.float32) * scale + offset
-    return np.ascontiguousarray(x.transpose(2, 0, 1)[None])
+    x = np.empty((1, 3, *rgb.shape[:2]), np.float32)
+    for channel, plane in enumerate(cv2.split(rgb)):
+        np.multiply(plane, scale[channel], out=x[0, channel], dtype=np.float32)
+        x[0, channel] += offset[channel]
+    return x
 
 
 class DepthEstimator:

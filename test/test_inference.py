@@ -13,7 +13,7 @@ from depth_kd_ros.backends import open_backend
 from depth_kd_ros.backends.onnxruntime_backend import CPU, CUDA, TENSORRT, choose_providers
 from depth_kd_ros.backends.torch_backend import resolve_device
 from depth_kd_ros.checkpoint import IMAGENET_MEAN, IMAGENET_STD, CheckpointError, ModelInfo, save_checkpoint
-from depth_kd_ros.inference import DepthEstimator
+from depth_kd_ros.inference import DepthEstimator, to_network_input
 from depth_kd_ros.models import build_model
 
 ARCH_CONFIG = {"branch_channels": 8, "fuse_channels": 16, "refine_channels": 16}
@@ -261,6 +261,20 @@ def test_resolve_device_explicit_cuda_without_cuda_fails_clearly(spec):
 
 
 DEFAULT_WEIGHTS = REPO_ROOT / "depth_kd_ros" / "weights"
+
+
+@pytest.mark.parametrize(("height", "width"), [(480, 640), (64, 96), (50, 70)])  # shrink, as is, enlarge
+def test_network_input_is_the_resized_image_normalised_in_planar_layout(height, width):
+    import cv2
+
+    info = ModelInfo("mobilenetv2_mff_lite", {}, 64, 96, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), 0.1, 10.0)
+    rgb = np.random.default_rng(height).integers(0, 256, (height, width, 3), dtype=np.uint8)
+    x = to_network_input(rgb, info)
+    shrink = height > 64 and width > 96
+    resized = cv2.resize(rgb, (96, 64), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+    expected = (resized / 255.0 - np.asarray(info.mean)) / np.asarray(info.std)
+    assert x.shape == (1, 3, 64, 96) and x.dtype == np.float32 and x.flags.c_contiguous
+    np.testing.assert_allclose(x[0], expected.transpose(2, 0, 1), atol=1e-5)
 
 
 def test_default_model_is_int8_on_the_cpu_and_float32_where_a_gpu_provider_may_run_it():

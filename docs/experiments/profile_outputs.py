@@ -2,10 +2,12 @@
 
     .venv/bin/python docs/experiments/profile_outputs.py [--repeats 50]
 
-Input side: what rclpy does to hand the node a 900 KiB rgb8 Image (deserialise), then decoding to RGB.
-Output side: each output as rclpy messages (construct + serialise, what `publish(msg)` costs) against the
-bytes the node now publishes (rosbags CDR, depth_kd_ros.serialized), and the point cloud and colour map
-themselves. Medians in ms; docs/node_profile.md has a run.
+Input side: what rclpy does to hand the node a 900 KiB rgb8 Image (deserialise), then decoding to RGB, and
+normalising the resized image for the network (broadcast over H x W x 3 and transposed, as before, against
+the node's plane-by-plane to_network_input). Output side: each output as rclpy messages (construct +
+serialise, what `publish(msg)` costs) against the bytes the node now publishes (rosbags CDR,
+depth_kd_ros.serialized), and the point cloud and colour map themselves. Medians in ms; docs/node_profile.md
+has a run.
 """
 from __future__ import annotations
 
@@ -18,6 +20,8 @@ from sensor_msgs.msg import Image, PointCloud2, PointField
 from std_msgs.msg import Header
 
 from depth_kd_ros.image_codec import colorize_depth, image_to_rgb
+from depth_kd_ros.inference import to_network_input
+from depth_kd_ros.model_info import ModelInfo
 from depth_kd_ros.pointcloud import cloud_fields, depth_to_cloud
 from depth_kd_ros.serialized import cloud_cdr, depth_image_cdr, image_cdr
 
@@ -34,6 +38,13 @@ def median_ms(fn, repeats: int) -> float:
     return 1e3 * float(np.median(samples))
 
 
+def normalise_by_broadcasting(rgb: np.ndarray, mean: tuple, std: tuple) -> np.ndarray:
+    """The node's normalisation before 2026-12-02, the baseline for to_network_input."""
+    scale = (1.0 / (255.0 * np.asarray(std, np.float32))).astype(np.float32)
+    offset = (-np.asarray(mean, np.float32) / np.asarray(std, np.float32)).astype(np.float32)
+    return np.ascontiguousarray((rgb.astype(np.float32) * scale + offset).transpose(2, 0, 1)[None])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=50)
@@ -47,12 +58,16 @@ def main() -> None:
     msg = deserialize_message(incoming, Image)
     points = depth_to_cloud(depth, FX, FX, 319.5, 239.5)
     bgr = colorize_depth(depth, 0.1, 10.0)
+    info = ModelInfo("mobilenetv2_mff_lite", {}, 192, 256, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), 0.1, 10.0)
+    small = rgb[:192, :256].copy()  # already the network's size: only the normalisation is timed
     fields = [PointField(name=n, offset=o, datatype=PointField.FLOAT32, count=1) for n, o in cloud_fields(False)]
 
     rows = [
         ("in: rclpy deserialise rgb8 Image (900 KiB)", lambda: deserialize_message(incoming, Image), None),
         ("in: decode to RGB (image_to_rgb)",
          lambda: image_to_rgb(msg.encoding, msg.height, msg.width, msg.step, msg.data), None),
+        ("in: normalise for the network (256x192)",
+         lambda: normalise_by_broadcasting(small, info.mean, info.std), lambda: to_network_input(small, info)),
         ("out: depth/image 32FC1 (1.2 MiB)",
          lambda: serialize_message(Image(header=header, height=HEIGHT, width=WIDTH, encoding="32FC1",
                                          step=WIDTH * 4, data=depth.tobytes())),
@@ -69,7 +84,7 @@ def main() -> None:
         ("compute: point cloud (depth_to_cloud)", lambda: depth_to_cloud(depth, FX, FX, 319.5, 239.5), None),
         ("compute: colour map (colorize_depth)", lambda: colorize_depth(depth, 0.1, 10.0), None),
     ]
-    print(f"{'step at 640x480':46s} {'rclpy msg ms':>13s} {'node now ms':>12s} {'ratio':>7s}")
+    print(f"{'step at 640x480':46s} {'before ms':>13s} {'node now ms':>12s} {'ratio':>7s}")
     for name, before, after in rows:
         first = median_ms(before, args.repeats)
         if after is None:
