@@ -3,8 +3,8 @@
     python3 test/benchmarks/bench_gpu.py [--model CKPT.safetensors] [--onnx MODEL.onnx] [--repeats 200]
 
 (TensorRT's fp16 wants a float32 ONNX model, not the int8 one: for the default weights that is the shipped
-depth_kd_ros/weights/student_default_fp32.onnx; for another checkpoint `depth-kd export --model CKPT --onnx
-MODEL.onnx`, done here when --onnx is not given.)
+depth_kd_ros/weights/student_default_fp32.onnx, used unless --onnx says otherwise; for another checkpoint
+`depth-kd export --model CKPT --onnx MODEL.onnx`, done here when --onnx is not given.)
 
 Rows, each skipped with its reason where this machine lacks it:
 - torch fp32 and fp16 on CUDA;
@@ -13,8 +13,9 @@ Rows, each skipped with its reason where this machine lacks it:
 - ONNX Runtime with CUDA, fp32.
 Per row: predict at 640x480 input (resizes included, median of --repeats), frames/s, ratio to torch fp32 on the
 GPU, start-up (session + first frame), and agreement with torch fp32 on the CPU on a real frame (median and p99
-of |relative difference| over the pixels). Given --onnx it imports neither rclpy nor the training package, so it
-runs from a bare checkout on a GPU machine that has torch (and onnxruntime-gpu with TensorRT for those rows).
+of |relative difference| over the pixels). With the default weights or --onnx it imports neither rclpy nor the
+training package, so it runs from a bare checkout on a GPU machine that has torch (and onnxruntime-gpu with
+TensorRT for those rows).
 """
 
 from __future__ import annotations
@@ -97,9 +98,12 @@ def main() -> None:
     parser.add_argument("--model", type=Path, default=WEIGHTS / "student_default.safetensors",
                         help="student checkpoint for the torch rows")
     parser.add_argument("--onnx", type=Path, help="the same model as float32 ONNX for the ONNX Runtime rows "
-                        "(default: exported here from --model, which needs the training package)")
+                        "(default: the shipped float32 ONNX for the default --model, else exported here from "
+                        "--model, which needs the training package)")
     parser.add_argument("--repeats", type=int, default=200, help="repeats for each predict timing")
     args = parser.parse_args()
+    if args.onnx is None and args.model == WEIGHTS / "student_default.safetensors":
+        args.onnx = WEIGHTS / "student_default_fp32.onnx"
     logging.basicConfig(level=logging.WARNING)
     with tempfile.TemporaryDirectory() as tmp:
         report(args, rows(args, Path(tmp)))
