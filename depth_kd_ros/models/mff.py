@@ -49,7 +49,7 @@ class OneChannelConv2d(nn.Conv2d):
     keys, computed as a depthwise k x k convolution and a 1x1 sum over channels (the same sums, reordered).
 
     Why: ONNX Runtime's CPU kernels run a one-output k x k convolution as a matrix-vector product over an im2col
-    buffer. The lite student's last layer (5 x 5, 64 -> 1 at 48 x 64) took 3.3 ms of its 23 ms that way, and
+    buffer. The lite student's last layer (5 x 5, 64 -> 1 at 48 x 64) took 3.6 ms of its 25 ms that way, and
     its depthwise form takes a fraction of that (measured in docs/node_profile.md).
     """
 

@@ -5,7 +5,8 @@
 Exports the checkpoint's network twice to float32 ONNX, identical except for the last layer (a plain k x k
 nn.Conv2d to one channel, as before, against OneChannelConv2d: depthwise, then a sum over channels), and times
 both on the CPU, interleaved, 1 thread, at the checkpoint's processing size; then ONNX Runtime's own profile of
-the last layer in each. Medians in ms, ratio to the plain convolution; docs/node_profile.md has a run.
+the last layer in each, and the same two networks in torch (1 thread). Medians in ms, ratio to the plain
+convolution; docs/node_profile.md has a run.
 """
 from __future__ import annotations
 
@@ -80,14 +81,25 @@ def main() -> None:
                 s.run(None, {"image": x})
                 samples[name].append(time.perf_counter() - start)
         heads = {name: head_ms(path, x, args.runs // 2) for name, path in paths.items()}
+    torch.set_num_threads(1)
+    torch_samples = {name: [] for name in sessions}
+    with torch.inference_mode():
+        for _ in range(args.runs // 3):
+            for name, head in (("plain nn.Conv2d", plain), ("OneChannelConv2d", ours)):
+                model.decoder.refine[-1] = head
+                start = time.perf_counter()
+                model(torch.from_numpy(x))
+                torch_samples[name].append(time.perf_counter() - start)
     base = np.median(samples["plain nn.Conv2d"])
     print(f"{info.arch} at {info.input_width}x{info.input_height}, ONNX Runtime {ort.__version__} float32, 1 thread, "
           f"median of {args.runs}; outputs differ by at most "
           f"{np.abs(outputs['plain nn.Conv2d'] - outputs['OneChannelConv2d']).max():.2g} m")
-    print(f"{'last layer':20s} {'network ms':>11s} {'ratio':>6s} {'last layer ms':>14s}")
+    torch_base = np.median(torch_samples["plain nn.Conv2d"])
+    print(f"{'last layer':20s} {'network ms':>11s} {'ratio':>6s} {'last layer ms':>14s} {'torch ms':>9s} {'ratio':>6s}")
     for name in sessions:
-        median = np.median(samples[name])
-        print(f"{name:20s} {1e3 * median:11.2f} {median / base:6.3f} {heads[name]:14.2f}")
+        median, in_torch = np.median(samples[name]), np.median(torch_samples[name])
+        print(f"{name:20s} {1e3 * median:11.2f} {median / base:6.3f} {heads[name]:14.2f} {1e3 * in_torch:9.2f} "
+              f"{in_torch / torch_base:6.3f}")
 
 
 if __name__ == "__main__":
