@@ -30,7 +30,7 @@ from std_msgs.msg import Float32, Header
 from depth_kd_ros import pipeline
 from depth_kd_ros.inference import DepthEstimator
 from depth_kd_ros.memory import keep_frame_memory, release_free_memory
-from depth_kd_ros.params import NodeParams, declare_parameters, depth_limits, validate
+from depth_kd_ros.params import NodeParams, declare_parameters, depth_limits, network_threads, validate
 from depth_kd_ros.serialized import cdr_stamp_ns
 from depth_kd_ros.stats import FrameStats
 
@@ -89,7 +89,8 @@ class DepthNodeCore:
         validate(self.params)
         model_path = self.params.model_path or default_model(self.params.backend, self.params.device)
         estimator = DepthEstimator(model_path, device=self.params.device, fp16=self.params.fp16,
-                                   backend=self.params.backend, threads=self.params.threads)
+                                   backend=self.params.backend,
+                                   threads=network_threads(self.params.threads, model_path))
         depth_limits(self.params, (estimator.info.min_depth, estimator.info.max_depth))  # start-up values
         estimator.warmup()
         self.estimator = estimator

@@ -5,8 +5,10 @@ config/depth.yaml mirrors these defaults (a test keeps the two in step).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, fields
+from pathlib import Path
 
 from rcl_interfaces.msg import (
     FloatingPointRange,
@@ -17,6 +19,13 @@ from rcl_interfaces.msg import (
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 
+from depth_kd_ros.backends import backend_for
+
+# threads: 0 (auto) picks these, measured on 2 cores with one kept busy by another process (README, "A busy
+# robot"): ONNX Runtime's non-spinning pool is ~40% faster with 2 threads and stays within 1.5x of that under
+# load; torch's spinning OpenMP workers collapse on a shared core (p95 2.6-3.1x idle with 2), so 1.
+AUTO_THREADS = {"onnxruntime": 2, "torch": 1}
+
 
 @dataclass
 class NodeParams:
@@ -25,7 +34,7 @@ class NodeParams:
     model_path: str = ""
     backend: str = "auto"
     device: str = "auto"
-    threads: int = 1
+    threads: int = 0
     fp16: bool = False
     image_transport: str = "raw"
     max_image_pixels: int = 8_388_608
@@ -53,8 +62,9 @@ _SPECS: dict[str, tuple[str, bool, object]] = {
                 "when installed.", True, ("auto", "torch", "onnxruntime")),
     "device": ("auto | cpu | cuda | cuda:N. auto uses CUDA when present, else CPU with a warning.", True, None),
     "fp16": ("Half precision on the GPU (torch on CUDA, ONNX Runtime with TensorRT); ignored on CPU.", True, None),
-    "threads": ("CPU threads for the network; 0 = the backend's default (all cores). Fewer threads than cores "
-                "keep latency steady when other processes load the CPU.", True, (0, 256, 1)),
+    "threads": ("CPU threads for the network; 0 = auto: 2 for ONNX Runtime, 1 for torch (measured: torch's "
+                "spinning workers stall on a core that another process holds), at most the CPUs available.",
+                True, (0, 256, 1)),
     "image_transport": ("raw: subscribe image_raw (Image); compressed: image_raw/compressed.", True,
                         ("raw", "compressed")),
     "max_image_pixels": ("Larger images (by the size their header declares) are refused before decoding: a "
@@ -133,6 +143,15 @@ def depth_limits(values: NodeParams, model_range: tuple[float, float]) -> tuple[
         raise ValueError(f"min_depth={values.min_depth:g} and max_depth={values.max_depth:g} leave nothing of the "
                          f"model's range, {model_min:g} to {model_max:g} m (0 = the model's own limit)")
     return near, far
+
+
+def network_threads(threads: int, model_path: str | Path) -> int:
+    """``threads``, or for 0 (auto) AUTO_THREADS of the backend that runs ``model_path``, at most the CPUs this
+    process may run on."""
+    if threads:
+        return threads
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return min(AUTO_THREADS[backend_for(model_path)], cpus)
 
 
 def declare_parameters(node: Node, checks: list[Callable[[NodeParams], object]] | None = None) -> NodeParams:

@@ -76,6 +76,22 @@ def test_depth_limits_that_leave_nothing_are_refused(min_depth, max_depth):
         depth_limits(NodeParams(min_depth=min_depth, max_depth=max_depth), (0.1, 10.0))
 
 
+def test_threads_zero_is_two_for_onnxruntime_and_one_for_torch_within_the_cpus_available():
+    import os
+
+    from depth_kd_ros.params import network_threads
+
+    assert network_threads(3, "m.onnx") == 3 and network_threads(3, "m.safetensors") == 3  # explicit: as given
+    assert network_threads(0, "m.safetensors") == 1
+    cpus = os.sched_getaffinity(0)
+    assert network_threads(0, "m.onnx") == min(2, len(cpus))
+    os.sched_setaffinity(0, {min(cpus)})  # a one-CPU process gets one thread
+    try:
+        assert network_threads(0, "m.onnx") == 1
+    finally:
+        os.sched_setaffinity(0, cpus)
+
+
 def test_the_shipped_dds_profile_is_used_only_when_the_user_chose_none(tmp_path, monkeypatch):
     from depth_kd_ros.node import shipped_dds_profile, use_shipped_dds_profile
 

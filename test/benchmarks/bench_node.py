@@ -1,12 +1,13 @@
 """Benchmark depth_node's per-frame costs at 640x480 input, each against a baseline measured in the same run.
 
-    .venv/bin/python test/benchmarks/bench_node.py [--model CKPT.safetensors] [--threads 1] [--frames 60]
+    .venv/bin/python test/benchmarks/bench_node.py [--model CKPT.safetensors] [--threads 0] [--frames 60]
                                                    [--sections 1234]
 
 1. predict (DepthEstimator.predict, resizes included) for each backend: torch fp32, ONNX Runtime fp32, ONNX
    Runtime int8 (QDQ, calibrated on real frames), at the model's processing size and at 224x288 (same
-   weights: the networks are fully convolutional); ratio to torch fp32 at the same size. Anchor: FastDepth,
-   int8 TFLite, 224x224 (skipped without ../shared).
+   weights: the networks are fully convolutional); ratio to torch fp32 at the same size; threads as the node
+   chooses them (0, auto: params.AUTO_THREADS) unless --threads says otherwise. Anchor: FastDepth, int8 TFLite,
+   224x224, with ONNX Runtime's threads (skipped without ../shared).
 2. a busy robot: p95 predict latency while another process keeps one core busy, against the idle median,
    for 1 and 2 threads per backend (goal: at most 2x).
 3. end to end, Image published -> depth/image received, through rclpy + Fast DDS with depth_node in its own
@@ -42,7 +43,7 @@ from depth_kd.export import export_int8, export_onnx  # noqa: E402
 from depth_kd_ros.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
 from depth_kd_ros.inference import DepthEstimator  # noqa: E402
 from depth_kd_ros.node import DEFAULT_WEIGHTS  # noqa: E402
-from depth_kd_ros.params import NodeParams  # noqa: E402
+from depth_kd_ros.params import NodeParams, network_threads  # noqa: E402
 from depth_kd_ros.pointcloud import depth_to_cloud  # noqa: E402
 
 CALIBRATION = f"{SHARED}/data/real/bags/redkitchen_7scenes#frames=0:150"
@@ -86,7 +87,8 @@ def tflite_anchor(rgb: np.ndarray, repeats: int, threads: int) -> float | None:
 
 
 def estimator(path: Path, threads: int) -> DepthEstimator:
-    return DepthEstimator(path, device="cpu", threads=threads)
+    """On the CPU with ``threads`` as the node takes them (0: auto, per backend)."""
+    return DepthEstimator(path, device="cpu", threads=network_threads(threads, path))
 
 
 def cloud_loop(depth: np.ndarray, fx: float, fy: float, cx: float, cy: float) -> np.ndarray:
@@ -180,7 +182,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", type=Path, default=DEFAULT_WEIGHTS["torch"],
                         help="student checkpoint (.safetensors); exported to ONNX and int8 here")
-    parser.add_argument("--threads", type=int, default=NodeParams.threads, help="threads for section 1")
+    parser.add_argument("--threads", type=int, default=NodeParams.threads,
+                        help="threads for section 1 (default 0: the node's auto choice per backend)")
     parser.add_argument("--frames", type=int, default=60, help="frames for the end-to-end measurement")
     parser.add_argument("--repeats", type=int, default=40, help="repeats for each predict timing")
     parser.add_argument("--load-repeats", type=int, default=150, help="repeats under load (p95)")
@@ -214,21 +217,23 @@ def backends(args: argparse.Namespace) -> None:
 
 
 def predict_table(args: argparse.Namespace, rgb: np.ndarray, files: dict, default_size: tuple[int, int]) -> None:
-    print(f"\n1. predict at {WIDTH}x{HEIGHT} input (resizes included), {args.threads} thread(s), median of "
-          f"{args.repeats}")
-    print(f"{'backend':18s} {'size':>8s} {'ms':>8s} {'frames/s':>9s} {'vs torch fp32':>14s}")
+    print(f"\n1. predict at {WIDTH}x{HEIGHT} input (resizes included), median of {args.repeats}")
+    print(f"{'backend':18s} {'size':>8s} {'threads':>7s} {'ms':>8s} {'frames/s':>9s} {'vs torch fp32':>14s}")
     medians = {}
     for (variant, size), path in files.items():
         medians[variant, size] = float(np.median(latencies(lambda e=estimator(path, args.threads):
                                                             e.predict(rgb, fx=FX), args.repeats)))
     for (variant, size), ms in medians.items():
         base = medians["torch fp32", size]
-        print(f"{variant:18s} {size[0]:>3d}x{size[1]:<4d} {ms * 1e3:8.2f} {1 / ms:9.1f} {ms / base:14.3f}")
-    anchor = tflite_anchor(rgb, args.repeats, args.threads)
+        threads = network_threads(args.threads, files[variant, size])
+        print(f"{variant:18s} {size[0]:>3d}x{size[1]:<4d} {threads:7d} {ms * 1e3:8.2f} {1 / ms:9.1f} "
+              f"{ms / base:14.3f}")
+    anchor_threads = network_threads(args.threads, DEFAULT_WEIGHTS["onnxruntime"])
+    anchor = tflite_anchor(rgb, args.repeats, anchor_threads)
     if anchor is None:
         print("FastDepth int8 TFLite 224x224: skipped (no ../shared/models/fastdepth)")
     else:
-        print(f"{'FastDepth TFLite':18s} {'224x224':>8s} {anchor * 1e3:8.2f} {1 / anchor:9.1f} "
+        print(f"{'FastDepth TFLite':18s} {'224x224':>8s} {anchor_threads:7d} {anchor * 1e3:8.2f} {1 / anchor:9.1f} "
               f"{anchor / medians['torch fp32', default_size]:14.3f}  (anchor, int8, whole-frame resize)")
 
 
@@ -259,7 +264,8 @@ def node_end_to_end(args: argparse.Namespace) -> None:
     alone = float(np.median(latencies(lambda: default.predict(rgb, fx=FX), args.repeats)))
     e2e, diagnostics = end_to_end(args.frames)
     print(f"\n3. end to end through DDS, depth_node defaults ({diagnostics.get('backend')} on "
-          f"{diagnostics.get('device')}, {NodeParams.threads} thread(s)), {len(e2e)} frames one at a time; "
+          f"{diagnostics.get('device')}, {network_threads(NodeParams.threads, DEFAULT_WEIGHTS['onnxruntime'])} "
+          f"thread(s)), {len(e2e)} frames one at a time; "
           "serialised camera and subscriber (as C++ nodes)")
     print(f"{'measurement':40s} {'ms':>8s}  {'ratio to predict alone':>22s}")
     for name, value in [("predict alone (median)", alone), ("end to end (median)", float(np.median(e2e))),

@@ -243,8 +243,9 @@ def infer_bag(spec: str, out: str | Path, params: NodeParams | None = None, *, p
     """Run every selected frame of the bag ``spec`` through the node's per-frame path into a new MCAP bag ``out``.
 
     ``params``: the node's settings (model_path empty = the package's default weights; backend, device,
-    threads, max_image_pixels, min/max_depth, metric_rescale, depth_encoding, points_rgb, points_decimation,
-    scale_source, camera_height, camera_pitch, metric_depth_tolerance); ``metric_depth_topic`` (scale_source
+    threads (0 here: all cores, for throughput; the live node's 0 is its auto choice), max_image_pixels,
+    min/max_depth, metric_rescale, depth_encoding, points_rgb, points_decimation, scale_source, camera_height,
+    camera_pitch, metric_depth_tolerance); ``metric_depth_topic`` (scale_source
     depth): the bag's metric depth topic (None: its only depth topic); ``video``: also write an MP4 preview there.
     ``out`` and ``video`` must not exist. Raises InferError (or BagError, ConfigError, CheckpointError) for bad
     input; whatever is raised, nothing partial is left behind.
