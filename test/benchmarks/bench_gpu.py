@@ -32,7 +32,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from frames import FX, REPO, latencies, real_frame  # noqa: E402
+from frames import FX, REPO, cpu_description, latencies, real_frame  # noqa: E402
 
 from depth_kd_ros.backends.onnxruntime_backend import CUDA, TENSORRT  # noqa: E402
 from depth_kd_ros.inference import DepthEstimator  # noqa: E402
@@ -114,8 +114,12 @@ def report(args: argparse.Namespace, configurations: list[tuple[str, Path, bool]
     if not configurations:
         print("nothing to measure on this machine")
         return
+    import torch
+
     rgb = real_frame()
     reference = DepthEstimator(args.model, device="cpu").predict(rgb, fx=FX)
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU that torch sees"
+    print(f"GPU: {gpu}; CPU: {cpu_description()}")
     print(f"\nGPU predict at {rgb.shape[1]}x{rgb.shape[0]} input (resizes included), model {args.model.name}, "
           f"median of {args.repeats}; agreement: |relative difference| to torch fp32 on the CPU")
     print(f"{'backend':28s} {'ms':>7s} {'frames/s':>9s} {'vs torch fp32':>14s} {'start-up s':>11s} "

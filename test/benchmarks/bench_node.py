@@ -37,7 +37,7 @@ os.environ.setdefault("FASTRTPS_DEFAULT_PROFILES_FILE", str(REPO / "config" / "f
 sys.path.insert(0, str(REPO / "test"))
 
 import numpy as np  # noqa: E402
-from frames import FX, HEIGHT, SHARED, WIDTH, latencies, real_frame  # noqa: E402
+from frames import FX, HEIGHT, SHARED, WIDTH, cpu_description, latencies, real_frame  # noqa: E402
 
 from depth_kd.export import export_int8, export_onnx  # noqa: E402
 from depth_kd_ros.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
@@ -190,6 +190,7 @@ def main() -> None:
     parser.add_argument("--sections", default="1234", help="which sections to run, e.g. 3 for end to end only")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
+    print(f"CPU: {cpu_description()}, {os.cpu_count()} cores")
     if set(args.sections) & {"1", "2"}:
         backends(args)
     if "3" in args.sections:
@@ -207,8 +208,8 @@ def backends(args: argparse.Namespace) -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         files = build_variants(args.model, sizes, Path(tmp))
-        print(f"depth_node benchmark: {WIDTH}x{HEIGHT} input, CPU ({os.cpu_count()} cores), model {args.model.name} "
-              f"({info.arch}); int8 calibration: {CALIBRATION if len(files) > 2 * len(sizes) else 'skipped'}")
+        print(f"depth_node benchmark: {WIDTH}x{HEIGHT} input, model {args.model.name} ({info.arch}); "
+              f"int8 calibration: {CALIBRATION if len(files) > 2 * len(sizes) else 'skipped'}")
 
         if "1" in args.sections:
             predict_table(args, rgb, files, default_size)

@@ -3,6 +3,7 @@ training package, so bench_gpu.py runs on a bare GPU machine."""
 
 from __future__ import annotations
 
+import platform
 import time
 from pathlib import Path
 
@@ -11,6 +12,24 @@ import numpy as np
 WIDTH, HEIGHT, FX = 640, 480, 525.0
 REPO = Path(__file__).resolve().parents[2]
 SHARED = REPO.parent / "shared"
+
+
+# Instruction sets that decide which of float32 and int8 is faster (int8 dot products: VNNI, AMX, ARM's dotprod).
+CPU_FEATURES = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8", "asimddp")
+
+
+def cpu_description() -> str:
+    """The CPU's model name and which of CPU_FEATURES it has (Linux), e.g. ``AMD EPYC (avx2)``: benchmark
+    figures are only comparable between machines that agree on these."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return platform.processor() or platform.machine()
+    fields = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)  # the last CPU's, all alike
+    fields = {key.strip(): value.strip() for key, value in fields.items()}
+    name = fields.get("model name") or fields.get("Model") or platform.machine()
+    flags = set((fields.get("flags") or fields.get("Features") or "").split())
+    return f"{name} ({' '.join(f for f in CPU_FEATURES if f in flags) or 'none of ' + ', '.join(CPU_FEATURES)})"
 
 
 def latencies(fn, repeats: int) -> np.ndarray:
