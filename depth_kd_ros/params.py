@@ -22,8 +22,8 @@ from rclpy.parameter import Parameter
 from depth_kd_ros.backends import backend_for
 
 # threads: 0 (auto) picks these, measured on 2 cores with one kept busy by another process (README, "A busy
-# robot"): ONNX Runtime's non-spinning pool is ~40% faster with 2 threads and stays within 1.5x of that under
-# load; torch's spinning OpenMP workers collapse on a shared core (p95 2.6-3.1x idle with 2), so 1.
+# robot"): ONNX Runtime's non-spinning pool is 1.3-1.7x faster with 2 threads and its p95 under load stays
+# within 2x of that (1.3-2.0x); torch's spinning OpenMP workers collapse on a shared core (p95 2.6-3.1x), so 1.
 AUTO_THREADS = {"onnxruntime": 2, "torch": 1}
 
 
