@@ -64,6 +64,7 @@ class DepthNodeCore:
     def __init__(self, node_name: str, **kwargs) -> None:
         super().__init__(node_name, **kwargs)
         self.estimator: DepthEstimator | None = None
+        self._threads = 0  # the network's CPU threads, once configured (params.network_threads)
         self.params: NodeParams = declare_parameters(self, [self._check_against_model])
         self.stats = FrameStats()
         self._last_bad_log: dict[str, tuple[float, int]] = {}  # kind -> (last logged, suppressed since)
@@ -88,15 +89,16 @@ class DepthNodeCore:
         model's load error, saying why; the model and publishers stay unset then."""
         validate(self.params)
         model_path = self.params.model_path or default_model(self.params.backend, self.params.device)
+        threads = network_threads(self.params.threads, model_path)
         estimator = DepthEstimator(model_path, device=self.params.device, fp16=self.params.fp16,
-                                   backend=self.params.backend,
-                                   threads=network_threads(self.params.threads, model_path))
+                                   backend=self.params.backend, threads=threads)
         depth_limits(self.params, (estimator.info.min_depth, estimator.info.max_depth))  # start-up values
         estimator.warmup()
-        self.estimator = estimator
+        self.estimator, self._threads = estimator, threads
         self.get_logger().info(
             f"model {model_path} ({estimator.info.arch}, {estimator.info.input_width}x"
-            f"{estimator.info.input_height}) with {estimator.backend.name} on {estimator.device}"
+            f"{estimator.info.input_height}) with {estimator.backend.name} on {estimator.device}, "
+            f"{threads} CPU thread(s)"
         )
 
         # Reliable publishers reach both reliable (RViz's default) and best-effort subscribers. A subscriber
@@ -302,6 +304,7 @@ class DepthNodeCore:
         values = {
             "backend": self.estimator.backend.name,
             "device": self.estimator.device,
+            "CPU threads": str(self._threads),
             "model": self.estimator.info.arch,
             "input rate (Hz)": f"{report.input_rate_hz:.2f}",
             "output rate (Hz)": f"{report.output_rate_hz:.2f}",

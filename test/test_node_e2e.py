@@ -14,6 +14,8 @@ from ros_harness import NodeProcess, Peer, make_camera_info, make_image, stamp_o
 from sensor_msgs.msg import CompressedImage, Image, PointField
 from std_msgs.msg import Header
 
+from depth_kd_ros.params import network_threads
+
 pytestmark = pytest.mark.ros
 
 WIDTH, HEIGHT, FX = 640, 480, 500.0
@@ -34,7 +36,7 @@ def raw_node(request, tmp_path_factory, tiny_checkpoint, tiny_onnx):
     model = tiny_checkpoint if request.param == "torch" else tiny_onnx
     node = NodeProcess({"model_path": model, "backend": request.param, "device": "cpu",
                         "diagnostics_period": 0.5}, log)
-    node.backend = request.param
+    node.backend, node.model_path = request.param, model
     peer = Peer()
     peer.listen("depth/image", best_effort=True)
     peer.wait_connected(node)
@@ -88,6 +90,7 @@ def test_diagnostics_name_the_backend_and_device(raw_node):
     assert peer.wait_for(lambda: peer.latest_diagnostics().get("backend") == node.backend), node.log()
     device = peer.latest_diagnostics()["device"]
     assert device == ("cpu (float32)" if node.backend == "torch" else "CPUExecutionProvider")
+    assert peer.latest_diagnostics()["CPU threads"] == str(network_threads(0, node.model_path))  # auto
 
 
 def test_camera_info_for_another_size_is_scaled(raw_node):
