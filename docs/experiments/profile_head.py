@@ -30,7 +30,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 def session(path: Path, profile: bool = False) -> ort.InferenceSession:
     options = ort.SessionOptions()
-    options.intra_op_num_threads = 1  # the node's default
+    options.intra_op_num_threads = 1  # one core's cost, as in docs/node_profile.md's figures
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     if profile:
         options.enable_profiling = True
